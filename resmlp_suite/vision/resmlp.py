@@ -1,0 +1,211 @@
+"""ResMLP image classifiers (Touvron et al., 2021), registered in timm's model registry.
+
+The factories are thin: every variant is one :class:`ResMLP`. Names avoid timm's own
+(``resmlp_12_224``...) so both can live in one process; :func:`checkpoint_filter_fn` lets
+``timm.create_model(..., pretrained=True, pretrained_cfg_overlay=dict(file=...))`` read the official
+DeiT-repo and timm layouts.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+from torch import nn
+from timm.layers import PatchEmbed, to_2tuple, trunc_normal_
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+
+from ..affine import Affine
+from ..block import ResMLPBlock
+from ..cross_token import CrossTokenLinear
+
+__all__ = ["ResMLP"]
+
+
+class ResMLP(nn.Module):
+    """Patch embedding, ``depth`` ResMLP blocks, a final Affine, average pooling over patches, a linear head."""
+
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        img_size: int | tuple[int, int] = 224,
+        in_chans: int = 3,
+        patch_size: int = 16,
+        embed_dim: int = 384,
+        depth: int = 12,
+        mlp_ratio: float = 4.0,
+        init_values: float = 1e-4,
+        drop_rate: float = 0.0,
+        proj_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        global_pool: str = "avg",
+    ) -> None:
+        super().__init__()
+        img_size = to_2tuple(img_size)
+        if img_size[0] % patch_size or img_size[1] % patch_size:
+            raise ValueError(f"img_size must be a multiple of patch_size, got img_size={img_size}, patch_size={patch_size}")
+        if global_pool not in ("", "avg"):
+            raise ValueError(f"global_pool must be '' or 'avg', got {global_pool!r}")
+        self.num_classes = num_classes
+        self.global_pool = global_pool
+        self.num_features = self.head_hidden_size = self.embed_dim = embed_dim
+        self.img_size = img_size
+        self.in_chans = in_chans
+        self.patch_size = patch_size
+        self.stem = PatchEmbed(img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim)
+        num_patches = self.stem.num_patches
+        self.num_patches = num_patches
+        self.blocks = nn.Sequential(
+            *[
+                ResMLPBlock(
+                    embed_dim,
+                    num_patches,
+                    mlp_ratio=mlp_ratio,
+                    init_values=init_values,
+                    drop=proj_drop_rate,
+                    drop_path=drop_path_rate,
+                )
+                for _ in range(depth)
+            ]
+        )
+        self.feature_info = [dict(num_chs=embed_dim, reduction=patch_size, module=f"blocks.{i}") for i in range(depth)]
+        self.norm = Affine(embed_dim)
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        # The official code's init: truncated normal 0.02 on every linear map (the token-mixing
+        # matrix included), zero biases; convolutions keep PyTorch's default as in the DeiT repo.
+        if isinstance(module, (nn.Linear, CrossTokenLinear)):
+            trunc_normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        return dict(stem=r"^stem", blocks=[(r"^blocks\.(\d+)", None), (r"^norm", (99999,))])
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        self.num_classes = num_classes
+        if global_pool is not None:
+            self.global_pool = global_pool
+        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+
+    def check_input(self, x: torch.Tensor) -> None:
+        expected = (self.in_chans, *self.img_size)
+        if x.dim() != 4 or tuple(x.shape[1:]) != expected:
+            raise ValueError(
+                f"{type(self).__name__} expects images of shape (batch, {', '.join(map(str, expected))}), "
+                f"got {tuple(x.shape)}"
+            )
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        x = self.stem(x)
+        x = self.blocks(x)
+        return self.norm(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if self.global_pool == "avg":
+            x = x.mean(dim=1)
+        x = self.head_drop(x)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: ResMLP) -> dict[str, torch.Tensor]:
+    """Convert an official DeiT-repo or timm state dict to this model's layout (timm's pretrained hook)."""
+    from .weights import to_suite_layout
+
+    return to_suite_layout(state_dict)
+
+
+def _create_resmlp(variant: str, pretrained: bool = False, **kwargs: Any) -> ResMLP:
+    return build_model_with_cfg(
+        ResMLP,
+        variant,
+        pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(out_indices=3, feature_cls="getter"),
+        **kwargs,
+    )
+
+
+def _cfg(**kwargs: Any) -> dict[str, Any]:
+    # No URLs: weights are loaded from a local file (`pretrained_cfg_overlay=dict(file=...)` or
+    # `load_checkpoint`), never downloaded.
+    return {
+        "num_classes": 1000,
+        "input_size": (3, 224, 224),
+        "pool_size": None,
+        "crop_pct": 0.9,
+        "interpolation": "bicubic",
+        "fixed_input_size": True,
+        "mean": (0.485, 0.456, 0.406),
+        "std": (0.229, 0.224, 0.225),
+        "first_conv": "stem.proj",
+        "classifier": "head",
+        "license": "apache-2.0",
+        **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs(
+    {
+        "resmlp_s12.untrained": _cfg(),
+        "resmlp_s24.untrained": _cfg(),
+        "resmlp_s36.untrained": _cfg(),
+        "resmlp_b24.untrained": _cfg(),
+        "resmlp_b24_p16.untrained": _cfg(),
+        "resmlp_tiny_p4.untrained": _cfg(num_classes=10, input_size=(1, 28, 28), crop_pct=1.0, mean=(0.5,), std=(0.5,)),
+    }
+)
+
+
+@register_model
+def resmlp_s12(pretrained: bool = False, **kwargs: Any) -> ResMLP:
+    """ResMLP-S12: patch 16, dim 384, 12 blocks (15.35 M params, 3.01 GMACs at 224 px)."""
+    args = dict(patch_size=16, embed_dim=384, depth=12, init_values=0.1)
+    return _create_resmlp("resmlp_s12", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def resmlp_s24(pretrained: bool = False, **kwargs: Any) -> ResMLP:
+    """ResMLP-S24: patch 16, dim 384, 24 blocks (30.02 M, 5.96 G)."""
+    args = dict(patch_size=16, embed_dim=384, depth=24, init_values=1e-5)
+    return _create_resmlp("resmlp_s24", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def resmlp_s36(pretrained: bool = False, **kwargs: Any) -> ResMLP:
+    """ResMLP-S36: patch 16, dim 384, 36 blocks (44.69 M, 8.91 G)."""
+    args = dict(patch_size=16, embed_dim=384, depth=36, init_values=1e-6)
+    return _create_resmlp("resmlp_s36", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def resmlp_b24(pretrained: bool = False, **kwargs: Any) -> ResMLP:
+    """ResMLP-B24 with patch 8, as released ("resmlpB_24"; 129.14 M, 100.23 G)."""
+    args = dict(patch_size=8, embed_dim=768, depth=24, init_values=1e-6)
+    return _create_resmlp("resmlp_b24", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def resmlp_b24_p16(pretrained: bool = False, **kwargs: Any) -> ResMLP:
+    """ResMLP-B24 with patch 16, as in the paper's Table 1 (115.74 M, 23.02 G; LayerScale init unpublished, 1e-6 as B24/8)."""
+    args = dict(patch_size=16, embed_dim=768, depth=24, init_values=1e-6)
+    return _create_resmlp("resmlp_b24_p16", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def resmlp_tiny_p4(pretrained: bool = False, **kwargs: Any) -> ResMLP:
+    """A CPU-sized ResMLP for 28 px grey images: patch 4 (49 tokens), dim 128, 8 blocks."""
+    args = dict(img_size=28, in_chans=1, num_classes=10, patch_size=4, embed_dim=128, depth=8, init_values=0.1)
+    return _create_resmlp("resmlp_tiny_p4", pretrained, **dict(args, **kwargs))
