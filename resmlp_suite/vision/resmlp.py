@@ -106,7 +106,9 @@ class ResMLP(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        x = self.stem(x)
+        # The stem returns a transposed (channels-first) view; elementwise ops would keep that layout and every
+        # channel GEMM would copy its input. One copy here gives the whole stream a contiguous (B, T, C) layout.
+        x = self.stem(x).contiguous()
         x = self.blocks(x)
         return self.norm(x)
 

@@ -1,0 +1,162 @@
+"""The suite's main job: both of the paper's results at laptop scale, each beside its baseline, and a report.
+
+    python -m resmlp_suite.demo            # ~30 min on 2 CPU cores: report/index.html, report/README.md
+    python -m resmlp_suite.demo --quick    # ~5 min: smaller runs, same pipeline, runs/demo-quick, report-quick/
+
+Steps (each is skipped when its result file exists, and the training steps resume a killed run):
+  1. vision: ``vision/train.py`` (ResMLP on Fashion-MNIST), then the same recipe with ``model=vit_fmnist``;
+  2. translation: ``translation/bible_demo.py`` (resmlp_seq2seq vs an equal-size transformer, Bible De->En);
+  3. models: parameter and multiply-accumulate counts of the paper's models against the paper;
+  4. benchmarks: ``benchmarks/vision_inference.py`` and ``benchmarks/translation_speed.py``;
+  5. report: tables and plots from the files the steps wrote, nothing else.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from .training.checkpoint import atomic_write
+from .training.metrics import read_metrics
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class DemoSize:
+    vision_overrides: tuple[str, ...]
+    translation_args: tuple[str, ...]
+    vision_bench_args: tuple[str, ...]
+    translation_bench_args: tuple[str, ...]
+
+
+FULL = DemoSize(
+    vision_overrides=(),
+    translation_args=(),
+    vision_bench_args=(),
+    translation_bench_args=(),
+)
+QUICK = DemoSize(
+    vision_overrides=("train.epochs=1", "data.train_samples=12000"),
+    translation_args=("--quick",),
+    vision_bench_args=("--rounds", "1", "--modes", "eager-fp32", "eager-bf16"),
+    translation_bench_args=("--quick",),
+)
+VISION_RUNS = {"resmlp": (), "baseline": ("model=vit_fmnist",)}
+
+
+def _script(relative: str) -> str:
+    path = REPO / relative
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: the demo runs from a checkout of the repository (pip install -e .)")
+    return str(path)
+
+
+def _run(cmd: Sequence[str]) -> float:
+    """Run a step's command with its output streamed through; returns its wall time in seconds."""
+    print(f"[demo] $ {' '.join(cmd)}", flush=True)
+    start = time.perf_counter()
+    subprocess.run(list(cmd), cwd=REPO, check=True)
+    return time.perf_counter() - start
+
+
+class Demo:
+    def __init__(self, work_dir: Path, size: DemoSize) -> None:
+        self.work_dir = work_dir
+        self.size = size
+
+    def step(self, name: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """``run()`` once; its result is kept in ``<work_dir>/<name>.json`` and re-used on the next call."""
+        path = self.work_dir / f"{name}.json"
+        if path.is_file():
+            print(f"[demo] {name}: re-using {path}", flush=True)
+            return json.loads(path.read_text())
+        start = time.perf_counter()
+        result = run()
+        result["step_wall_s"] = round(time.perf_counter() - start, 1)
+        atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1)))
+        return result
+
+    def vision(self) -> dict[str, Any]:
+        runs = {}
+        for label, overrides in VISION_RUNS.items():
+            run_dir = self.work_dir / "vision" / label
+            wall = _run([sys.executable, _script("vision/train.py"), f"output_dir={run_dir}", f"name={label}",
+                         *overrides, *self.size.vision_overrides])
+            rows = read_metrics(run_dir / "metrics.json")
+            runs[label] = {"run_dir": str(run_dir), "wall_s": round(wall, 1), "epochs": len(rows),
+                           "final": rows[-1], "best_top1": max(r["val_top1"] for r in rows)}
+        return runs
+
+    def translation(self) -> dict[str, Any]:
+        out = self.work_dir / "translation"
+        wall = _run([sys.executable, _script("translation/bible_demo.py"), "--work-dir", str(out),
+                     *self.size.translation_args])
+        return {"work_dir": str(out), "wall_s": round(wall, 1), **json.loads((out / "results.json").read_text())}
+
+    def models(self) -> dict[str, Any]:
+        from .vision.complexity import complexity_table
+
+        return {"rows": [vars(row) for row in complexity_table()]}
+
+    def benchmark(self, script: str, args: Sequence[str]) -> dict[str, Any]:
+        out = self.work_dir / f"{Path(script).stem}.raw.json"
+        wall = _run([sys.executable, _script(script), "--json", str(out), *args])
+        return {"wall_s": round(wall, 1), **json.loads(out.read_text())}
+
+
+def run(work_dir: Path, report_dir: Path, size: DemoSize, command: str) -> Path:
+    """All steps, then the report; returns the report's HTML page."""
+    from .demo_report import build_report
+
+    start = time.perf_counter()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    demo = Demo(work_dir, size)
+    steps = [
+        ("vision", demo.vision),
+        ("translation", demo.translation),
+        ("models", demo.models),
+        ("vision_inference", lambda: demo.benchmark("benchmarks/vision_inference.py", size.vision_bench_args)),
+        ("translation_speed", lambda: demo.benchmark("benchmarks/translation_speed.py", size.translation_bench_args)),
+    ]
+    results: dict[str, Any] = {}
+    for i, (name, fn) in enumerate(steps, 1):
+        print(f"[demo] step {i}/{len(steps) + 1}: {name}", flush=True)
+        results[name] = demo.step(name, fn)
+    print(f"[demo] step {len(steps) + 1}/{len(steps) + 1}: report", flush=True)
+    results["meta"] = {
+        "command": command,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+        "this_invocation_wall_s": round(time.perf_counter() - start, 1),
+    }
+    page = build_report(results, work_dir, report_dir)
+    print(f"[demo] report: {page} (open it in a browser) and {report_dir / 'README.md'}", flush=True)
+    return page
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller runs of every step (about 5 minutes)")
+    parser.add_argument("--work-dir", type=Path, default=None, help="runs and step results (default runs/demo[-quick])")
+    parser.add_argument("--report-dir", type=Path, default=None, help="the report (default report[-quick])")
+    parser.add_argument("--fresh", action="store_true", help="delete the work directory first instead of re-using it")
+    args = parser.parse_args(argv)
+    suffix = "-quick" if args.quick else ""
+    work_dir = (args.work_dir or REPO / "runs" / f"demo{suffix}").resolve()
+    report_dir = (args.report_dir or REPO / f"report{suffix}").resolve()
+    if args.fresh and work_dir.exists():
+        shutil.rmtree(work_dir)
+    command = "python -m resmlp_suite.demo" + (" --quick" if args.quick else "")
+    return run(work_dir, report_dir, QUICK if args.quick else FULL, command)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""The demo's report, built only from the files its steps wrote (see :mod:`resmlp_suite.demo`)."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from .plotting import plot_curves
+from .report import Document, Heading, Image, Paragraph, Table
+from .training.checkpoint import atomic_write
+
+# The paper's reference numbers (Table 1 top-1 on ImageNet, Table 5 BLEU on newstest2014), for context only.
+PAPER_TOP1 = {"ResMLP-S12": 76.6, "ResMLP-S24": 79.4, "ResMLP-S36": 79.7, "ResMLP-B24": 81.0}
+PAPER_BLEU_EN_DE = {"Transformer (base)": 27.3, "ResMLP-6": 26.4, "ResMLP-12": 26.8}
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f}"
+
+
+def summary_rows(results: dict[str, Any]) -> list[list[object]]:
+    """The headline table (also pasted into the repository README): ours beside the baseline."""
+    vision, mt = results["vision"], results["translation"]["models"]
+    return [
+        ["Fashion-MNIST test top-1 (%)", vision["resmlp"]["final"]["val_top1"], vision["baseline"]["final"]["val_top1"],
+         "ViT (attention), same recipe and epochs"],
+        ["Bible De->En test sacreBLEU", mt["resmlp"]["bleu"], mt["transformer"]["bleu"],
+         "fairseq transformer, same size and updates"],
+    ]
+
+
+def vision_section(results: dict[str, Any], report_dir: Path) -> list:
+    runs = results["vision"]
+    curves = plot_curves([Path(r["run_dir"]) / "metrics.json" for r in runs.values()], report_dir / "vision_curves.png",
+                         labels=list(runs), title="Fashion-MNIST: ResMLP vs attention baseline")
+    rows = [[label, r["epochs"], r["final"]["val_top1"], r["best_top1"], r["final"].get("val_top5"), _minutes(r["wall_s"])]
+            for label, r in runs.items()]
+    return [
+        Heading("Image classification: Fashion-MNIST (`python vision/train.py`)"),
+        Paragraph("The default run (`configs/experiment/fmnist_tiny.yaml`) and its attention baseline "
+                  "(`model=vit_fmnist`), same data, recipe and number of epochs, on this machine's CPU."),
+        Table(["run", "epochs", "final top-1 (%)", "best top-1 (%)", "final top-5 (%)", "train+eval minutes"], rows),
+        Image(curves.name, "Loss and test top-1 per epoch"),
+    ]
+
+
+def translation_section(results: dict[str, Any], report_dir: Path) -> list:
+    mt = results["translation"]
+    plot = Path(mt["work_dir"]) / "valid_loss.png"
+    shutil.copyfile(plot, report_dir / "translation_valid_loss.png")
+    rows = [[name, f"{m['params'] / 1e6:.2f} M", m["bleu"], m.get("test_sentences"), _minutes(m["train_wall_s"]),
+             f"`{m['signature']}`"] for name, m in mt["models"].items()]
+    return [
+        Heading("Machine translation: Bible De->En (`python translation/bible_demo.py`)"),
+        Paragraph(f"Elberfelder German -> World English Bible, split by book (test: {mt['settings'].get('test_books')}, "
+                  f"{mt['corpus_lines']} sentence pairs in all); both models with the same budget, beam 4, "
+                  "scored with sacreBLEU on every test sentence."),
+        Table(["model", "params", "sacreBLEU", "test sentences", "train minutes", "signature"], rows),
+        Image("translation_valid_loss.png", "Validation loss against updates"),
+    ]
+
+
+def models_section(results: dict[str, Any]) -> list:
+    rows = [[r["model"], r["params_m"], r["paper_params_m"], r["gmacs"], r["paper_gmacs"]] for r in results["models"]["rows"]]
+    return [
+        Heading("The paper's models: parameters and multiply-accumulates at 224 px (`python -m resmlp_suite.info`)"),
+        Table(["model", "params (M)", "paper params (M)", "GMACs", "paper GMACs"], rows),
+    ]
+
+
+def vision_benchmark_section(results: dict[str, Any], report_dir: Path) -> list:
+    bench = results["vision_inference"]
+    rows = [[r["model"], r["mode"], f"{r['img_per_s']:.1f}", f"{r['roofline_pct']:.0f}%",
+             "-" if r["vs_timm"] is None else f"{r['vs_timm']:.2f}x"] for r in bench["results"]]
+    fig = Figure(figsize=(8, 3.5), layout="constrained")
+    ax = fig.subplots()
+    labels = [f"{r['model']}\n{r['mode']}" for r in bench["results"]]
+    ax.bar(range(len(labels)), [r["img_per_s"] for r in bench["results"]],
+           color=[{"timm": "C7", "ours": "C0", "folded": "C1"}.get(r["model"], "C2") for r in bench["results"]])
+    ax.set_xticks(range(len(labels)), labels, fontsize=7)
+    ax.set(ylabel="images / s", title=f"ResMLP-S12 inference, batch {bench['batch']}, {bench['device']}")
+    atomic_write(report_dir / "vision_inference.png", lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    roof = bench["roofline_gflop_per_s"]
+    return [
+        Heading("Inference speed: ResMLP-S12 (`python benchmarks/vision_inference.py`)"),
+        Paragraph(f"{bench['device_name']}, {bench['threads']} threads; GEMM roofline fp32 {roof['fp32']:.0f} GFLOP/s, "
+                  f"bf16 {roof['bf16']:.0f} GFLOP/s. Ratios are against timm's `resmlp_12_224` in the same mode, "
+                  "measured interleaved in the same process."),
+        Table(["model", "mode", "images/s", "% of GEMM roofline", "vs timm"], rows),
+        Image("vision_inference.png", "Images per second by model and mode"),
+    ]
+
+
+def build_report(results: dict[str, Any], work_dir: Path, report_dir: Path) -> Path:
+    """Write ``report_dir/{index.html,README.md,results.json}`` and the plots; returns the HTML page."""
+    report_dir.mkdir(parents=True, exist_ok=True)
+    meta = results["meta"]
+    walls = {name: results[name]["step_wall_s"] for name in results if isinstance(results[name], dict) and "step_wall_s" in results[name]}
+    doc = Document("resmlp-suite: demo report")
+    doc.add(
+        Paragraph(f"Produced by `{meta['command']}` on {meta['machine']}. Small-scale runs on real data that ships "
+                  "offline; the paper's ImageNet and WMT14 numbers are listed for context, not reproduced here."),
+        Heading("Summary"),
+        Table(["task", "ResMLP", "baseline", "baseline model"], summary_rows(results)),
+        Paragraph("Paper, for context: ImageNet top-1 " + ", ".join(f"{k} {v}" for k, v in PAPER_TOP1.items())
+                  + "; WMT14 En-De tokenized BLEU " + ", ".join(f"{k} {v}" for k, v in PAPER_BLEU_EN_DE.items()) + "."),
+        *vision_section(results, report_dir),
+        *translation_section(results, report_dir),
+        *models_section(results),
+        *vision_benchmark_section(results, report_dir),
+        *translation_benchmark_section(results),
+        Heading("Wall time per step (minutes, when it last ran)"),
+        Table(list(walls), [[_minutes(v) for v in walls.values()]]),
+    )
+    atomic_write(report_dir / "results.json", lambda tmp: Path(tmp).write_text(json.dumps(results, indent=1)))
+    return doc.write(report_dir)[1]
+
+
+def translation_benchmark_section(results: dict[str, Any]) -> list:
+    bench = results["translation_speed"]
+    s = bench["settings"]
+    rows = [[name, f"{m['params'] / 1e6:.2f} M", f"{m['train_words_per_s']:.0f}", f"{m['generate_sentences_per_s']:.1f}"]
+            for name, m in bench["models"].items()]
+    rows.append(["resmlp / transformer", "", f"{bench['ratios']['train']:.2f}x", f"{bench['ratios']['generate']:.2f}x"])
+    return [
+        Heading("Translation speed (`python benchmarks/translation_speed.py`)"),
+        Paragraph(f"{bench['device_name']}, {bench['threads']} threads; d {s['dim']}, FFN {s['ffn_dim']}, "
+                  f"{s['layers']}+{s['layers']} layers, batch {s['batch']}, beam 4 x {s['gen_len']} tokens; "
+                  f"targets: training {bench['targets']['train']}x, generation {bench['targets']['generate']}x."),
+        Table(["model", "params", "training target words/s", "beam-4 sentences/s"], rows),
+    ]

@@ -1,0 +1,54 @@
+"""Learning curves of one or more runs from their metrics files (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional, Sequence
+
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from .training.checkpoint import atomic_write
+from .training.metrics import read_metrics
+
+__all__ = ["plot_curves"]
+
+PathLike = os.PathLike | str
+
+
+def plot_curves(
+    paths: Sequence[PathLike], out: PathLike, labels: Optional[Sequence[str]] = None, title: Optional[str] = None
+) -> Path:
+    """Loss (train solid, validation dashed) and validation top-1 per epoch, one colour per run, saved as a PNG.
+
+    ``paths`` are ``metrics.csv`` or ``metrics.json`` files; ``labels`` default to their folder names.
+    """
+    if not paths:
+        raise ValueError("plot_curves needs at least one metrics file")
+    labels = list(labels) if labels is not None else [Path(p).parent.name for p in paths]
+    if len(labels) != len(paths):
+        raise ValueError(f"got {len(paths)} metrics files but {len(labels)} labels")
+    # A bare Figure renders with the Agg canvas and leaves pyplot's global state alone.
+    fig = Figure(figsize=(11, 4), layout="constrained")
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    for i, (path, label) in enumerate(zip(paths, labels, strict=True)):
+        rows = read_metrics(path)
+        epochs = [r["epoch"] for r in rows]
+        color = f"C{i}"
+        ax_loss.plot(epochs, [r["train_loss"] for r in rows], color=color, marker=".", label=f"{label} train")
+        ax_loss.plot(
+            epochs, [r["val_loss"] for r in rows], color=color, marker=".", linestyle="--", label=f"{label} val"
+        )
+        ax_acc.plot(epochs, [r["val_top1"] for r in rows], color=color, marker=".", label=label)
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax_acc.set(xlabel="epoch", ylabel="top-1 (%)", title="validation top-1")
+    for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
+    out = Path(out)
+    atomic_write(out, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    return out

@@ -1,0 +1,124 @@
+"""Training checkpoints: atomic writes, ``weights_only`` reads, RNG state capture, resume lookup.
+
+A checkpoint is a plain dict of tensors, numbers, strings and containers, so ``torch.load(...,
+weights_only=True)`` reads it: RNG states are converted to tensors/tuples and the run's config is
+stored as a YAML string.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+import numpy as np
+import torch
+
+__all__ = [
+    "LAST",
+    "BEST",
+    "atomic_write",
+    "atomic_save",
+    "atomic_copy",
+    "read_checkpoint",
+    "rng_state",
+    "set_rng_state",
+    "resolve_resume",
+]
+
+_logger = logging.getLogger(__name__)
+
+LAST = "last.pt"
+BEST = "best.pt"
+
+PathLike = Union[str, os.PathLike]
+
+
+def atomic_write(path: PathLike, write: Callable[[str], Any]) -> None:
+    """Call ``write(tmp)`` on a temporary file next to ``path``, then move it onto ``path``."""
+    # Write next to the target then rename: a run killed mid-write leaves the previous file intact.
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = str(path.with_name(f".{path.name}.{os.getpid()}.tmp"))
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_save(obj: Any, path: PathLike) -> None:
+    """``torch.save`` to a temporary file in the same folder, then ``os.replace`` onto ``path``."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def atomic_copy(src: PathLike, dst: PathLike) -> None:
+    """Copy ``src`` to ``dst`` with the same all-or-nothing guarantee."""
+    atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
+
+
+def read_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True`` (no arbitrary code runs while reading it)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"checkpoint {path} should hold a dict, got {type(ckpt).__name__}")
+    return ckpt
+
+
+def rng_state() -> dict[str, Any]:
+    """The python, numpy, torch and CUDA generator states, in weights_only-loadable types."""
+    _, key, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": {
+            "key": torch.from_numpy(key.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` captured."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    np_state = state["numpy"]
+    np.random.set_state(
+        (
+            "MT19937",
+            np_state["key"].numpy().astype(np.uint32),
+            np_state["pos"],
+            np_state["has_gauss"],
+            np_state["gauss"],
+        )
+    )
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def resolve_resume(resume: Optional[str], run_dir: PathLike) -> Optional[Path]:
+    """The checkpoint to resume from: ``auto`` = ``run_dir/last.pt`` if present, a path, or None (fresh start)."""
+    run_dir = Path(run_dir)
+    if resume is None or str(resume).lower() in ("", "none", "null"):
+        if (run_dir / LAST).exists():
+            _logger.warning("train.resume is null: starting fresh, %s will be overwritten", run_dir / LAST)
+        return None
+    if resume == "auto":
+        last = run_dir / LAST
+        return last if last.is_file() else None
+    path = Path(resume)
+    if not path.is_file():
+        raise FileNotFoundError(f"train.resume={resume!r}: no such checkpoint (expected 'auto', null or a file path)")
+    return path

@@ -1,0 +1,1 @@
+"""Translation side: the ResMLP fairseq model and its data, training, evaluation tooling."""

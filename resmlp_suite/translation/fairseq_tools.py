@@ -1,0 +1,37 @@
+"""Run fairseq's command-line tools (preprocess, train, generate) as child processes.
+
+The tools run with this interpreter (``python -m fairseq_cli.<tool>``), so they see the same
+environment as the caller whether or not the ``fairseq-*`` entry points are on ``PATH``.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+TOOLS = ("preprocess", "train", "generate", "validate", "hydra_train")
+# The plugin's fairseq user dir (``--user-dir``): registers resmlp_seq2seq, keeps every sentence in a batch.
+USER_DIR = Path(__file__).resolve().parents[2] / "translation" / "resmlp_mt"
+
+
+def fairseq_command(tool: str, args: Sequence[str]) -> list[str]:
+    if tool not in TOOLS:
+        raise ValueError(f"unknown fairseq tool {tool!r}; expected one of {TOOLS}")
+    return [sys.executable, "-m", f"fairseq_cli.{tool}", *map(str, args)]
+
+
+def run_fairseq(tool: str, args: Sequence[str], log_file: Optional[Path] = None) -> None:
+    """Run one tool; its stdout+stderr go to ``log_file`` (appended) or to ours. Raises on failure."""
+    command = fairseq_command(tool, args)
+    if log_file is None:
+        result = subprocess.run(command)
+    else:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        with open(log_file, "a", encoding="utf-8") as log:
+            log.write("$ " + " ".join(command) + "\n")
+            log.flush()
+            result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        where = f"; see {log_file}" if log_file else ""
+        raise RuntimeError(f"fairseq-{tool} failed with exit code {result.returncode}{where}")

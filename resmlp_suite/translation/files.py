@@ -1,0 +1,50 @@
+"""Atomic file writes: a killed run never leaves a half-written file that a re-run would trust."""
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Iterable, Iterator
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+@contextmanager
+def atomic_open(path: Path, mode: str = "w") -> Iterator[IO]:
+    """Open a temporary file beside ``path``; it replaces ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the final file the usual mode
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def atomic_write_lines(path: Path, lines: Iterable[str]) -> int:
+    """Write one string per line; returns the number of lines."""
+    count = 0
+    with atomic_open(path) as f:
+        for line in lines:
+            if "\n" in line:
+                raise ValueError(f"line {count + 1} for {path} contains a newline: {line[:80]!r}")
+            f.write(line + "\n")
+            count += 1
+    return count
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    with atomic_open(path) as f:
+        f.write(text)
+
+
+def read_lines(path: Path) -> list[str]:
+    """Lines of a UTF-8 text file without their newlines."""
+    with open(path, encoding="utf-8") as f:
+        return f.read().splitlines()

@@ -1,0 +1,63 @@
+"""Classifiers from a run's config, from one of our training checkpoints, or from a weight file."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+import timm
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from .resmlp import ResMLP
+from .weights import load_checkpoint
+
+__all__ = ["create_model_from_config", "classifier_from_run", "classifier_from_weights"]
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def create_model_from_config(model_cfg: Mapping[str, Any], num_classes: int, load_pretrained: bool = True) -> nn.Module:
+    """``timm.create_model(model.name, num_classes=..., **model.kwargs)``.
+
+    ``model.pretrained_file`` (a local file, e.g. ImageNet weights to fine-tune) goes through timm's
+    pretrained loader, which adapts the layout and drops a classifier of another size.
+    """
+    kwargs = _plain(model_cfg.get("kwargs")) or {}
+    pretrained_file = model_cfg.get("pretrained_file") if load_pretrained else None
+    if pretrained_file:
+        if not os.path.isfile(pretrained_file):
+            raise FileNotFoundError(f"model.pretrained_file={pretrained_file!r} does not exist")
+        return timm.create_model(
+            model_cfg["name"],
+            pretrained=True,
+            pretrained_cfg_overlay=dict(file=pretrained_file),
+            num_classes=num_classes,
+            **kwargs,
+        )
+    return timm.create_model(model_cfg["name"], pretrained=False, num_classes=num_classes, **kwargs)
+
+
+def classifier_from_run(state: Mapping[str, Any], use_ema: bool = False) -> tuple[nn.Module, DictConfig]:
+    """The model a training checkpoint (``vision/train.py``'s ``last.pt``/``best.pt``) holds, and the run's config."""
+    if "config" not in state or "classes" not in state:
+        raise ValueError("not a vision/train.py checkpoint (no 'config'/'classes' entries)")
+    cfg = OmegaConf.create(state["config"])
+    key = "model_ema" if use_ema else "model"
+    if state.get(key) is None:
+        raise ValueError("the checkpoint holds no EMA weights (the run had train.ema=false)")
+    model = create_model_from_config(cfg.model, len(state["classes"]), load_pretrained=False)
+    model.load_state_dict(state[key])
+    return model, cfg
+
+
+def classifier_from_weights(path: os.PathLike | str, model_name: str, num_classes: int, **kwargs: Any) -> nn.Module:
+    """A timm model with weights from a file: official DeiT-repo or timm ResMLP weights, or any timm checkpoint."""
+    model = timm.create_model(model_name, pretrained=False, num_classes=num_classes, **kwargs)
+    if isinstance(model, ResMLP):
+        load_checkpoint(model, str(path))  # reads the DeiT-repo, timm and suite layouts
+    else:
+        timm.models.load_checkpoint(model, str(path), strict=True)
+    return model

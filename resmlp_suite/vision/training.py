@@ -1,0 +1,378 @@
+"""Supervised image-classification training (the ResMLP/DeiT recipe) from a hydra config.
+
+Everything is timm's: ``create_model``, ``create_transform``, ``Mixup``, ``create_optimizer_v2``
+(weight decay off for 1-D parameters), ``create_scheduler_v2``, ``ModelEmaV3``,
+``RepeatAugSampler``, the losses. This module wires them together, shards over torchrun processes,
+and makes runs resumable: ``last.pt`` after every epoch holds everything a restarted process needs
+to continue bit for bit (on CPU with the same number of processes).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from timm.data import Mixup
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from timm.utils import ModelEmaV3, random_seed
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from ..plotting import plot_curves
+from ..training.checkpoint import (
+    BEST,
+    LAST,
+    atomic_copy,
+    atomic_save,
+    read_checkpoint,
+    resolve_resume,
+    rng_state,
+    set_rng_state,
+)
+from ..training.distill import DistillationLoss, create_teacher
+from ..training.distributed import DistEnv, all_gather_objects, all_reduce_sum, cleanup_distributed, init_distributed
+from ..training.metrics import CSV_NAME, MetricsLogger
+from ..training.precision import amp_dtype, autocast, grad_scaler
+from .data import (
+    create_datasets,
+    create_eval_loader,
+    create_eval_transform,
+    create_train_loader,
+    create_train_transform,
+    resolve_input_config,
+    start_epoch,
+)
+from .evaluation import evaluate
+from .model_factory import create_model_from_config
+
+__all__ = ["train", "Trainer", "scaled_lr", "create_criterion", "CURVES_NAME"]
+
+_logger = logging.getLogger(__name__)
+
+CURVES_NAME = "curves.png"
+LR_SCALINGS = ("linear", "none")
+
+
+def scaled_lr(lr: float, global_batch: int, base_batch: int, scaling: str) -> float:
+    """The applied learning rate: ``lr`` is given for a global batch of ``base_batch``; ``linear`` scales it."""
+    if scaling not in LR_SCALINGS:
+        raise ValueError(f"optim.lr_scaling must be one of {LR_SCALINGS}, got {scaling!r}")
+    return lr * global_batch / base_batch if scaling == "linear" else lr
+
+
+def _container(node: DictConfig) -> dict[str, Any]:
+    return OmegaConf.to_container(node, resolve=True)
+
+
+def create_criterion(smoothing: float, mixup_active: bool) -> nn.Module:
+    """timm's losses as in DeiT: soft-target CE on Mixup/CutMix targets (smoothed by Mixup), else smoothed CE."""
+    if mixup_active:
+        return SoftTargetCrossEntropy()
+    if smoothing > 0:
+        return LabelSmoothingCrossEntropy(smoothing)
+    return nn.CrossEntropyLoss()
+
+
+def _check_config(cfg: DictConfig, env: DistEnv) -> None:
+    t = cfg.train
+    amp_dtype(t.amp)
+    if t.epochs < 1:
+        raise ValueError(f"train.epochs must be >= 1, got {t.epochs}")
+    if t.seed < 0:
+        raise ValueError(f"train.seed must be >= 0, got {t.seed}")
+    if t.batch_size % env.world_size:
+        raise ValueError(
+            f"train.batch_size (global) = {t.batch_size} is not divisible by the {env.world_size} processes"
+        )
+    if cfg.optim.lr_scaling not in LR_SCALINGS:
+        raise ValueError(f"optim.lr_scaling must be one of {LR_SCALINGS}, got {cfg.optim.lr_scaling!r}")
+
+
+class Trainer:
+    """Builds data, model, optimizer, schedule and loss from ``cfg``; :meth:`fit` runs the epochs."""
+
+    def __init__(self, cfg: DictConfig, env: DistEnv) -> None:
+        _check_config(cfg, env)
+        self.cfg, self.env = cfg, env
+        t = cfg.train
+        self.run_dir = Path(cfg.output_dir)
+        self.batch_per_rank = t.batch_size // env.world_size
+
+        self.train_set, self.val_set, self.classes = create_datasets(
+            cfg.data.name, cfg.data.root, cfg.data.train_split, cfg.data.val_split, in_chans=cfg.data.in_chans
+        )
+        num_classes = len(self.classes)
+        # Same initial weights on every rank (DDP would broadcast rank 0's anyway, but the EMA copy is made first).
+        random_seed(t.seed, 0)
+        self.model = create_model_from_config(cfg.model, num_classes).to(env.device)
+        if t.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.input_config = resolve_input_config(cfg.data, self.model)
+        self.train_set.transform = create_train_transform(self.input_config, _container(cfg.aug.transform))
+        self.val_set.transform = create_eval_transform(self.input_config)
+        random_seed(t.seed, env.rank)
+
+        self.train_loader = create_train_loader(
+            self.train_set,
+            self.batch_per_rank,
+            env,
+            num_workers=cfg.data.num_workers,
+            repeated_aug=cfg.aug.repeated_aug,
+        )
+        self.val_loader = create_eval_loader(
+            self.val_set, cfg.data.get("eval_batch_size") or self.batch_per_rank, env, cfg.data.num_workers
+        )
+
+        mixup = _container(cfg.aug.mixup)
+        mixup_active = mixup["mixup_alpha"] > 0 or mixup["cutmix_alpha"] > 0
+        if mixup_active and self.batch_per_rank % 2:
+            raise ValueError(f"Mixup/CutMix need an even batch per process, got {self.batch_per_rank}")
+        self.mixup_fn = (
+            Mixup(**mixup, label_smoothing=cfg.aug.smoothing, num_classes=num_classes) if mixup_active else None
+        )
+        teacher = None
+        if cfg.distill.type == "hard":
+            teacher = create_teacher(
+                cfg.distill.teacher,
+                cfg.distill.teacher_checkpoint,
+                num_classes,
+                env.device,
+                **_container(cfg.distill.teacher_kwargs),
+            )
+        elif cfg.distill.type != "none":
+            raise ValueError(f"distill.type must be 'none' or 'hard', got {cfg.distill.type!r}")
+        self.criterion = DistillationLoss(
+            create_criterion(cfg.aug.smoothing, mixup_active), teacher, cfg.distill.get("alpha", 0.5)
+        )
+
+        o = cfg.optim
+        self.lr = scaled_lr(o.lr, t.batch_size, o.lr_base_batch, o.lr_scaling)
+        self.optimizer = create_optimizer_v2(
+            self.model, opt=o.name, lr=self.lr, weight_decay=o.weight_decay, **_container(o.kwargs)
+        )
+        s = cfg.sched
+        self.updates_per_epoch = len(self.train_loader)
+        self.scheduler, _ = create_scheduler_v2(
+            self.optimizer,
+            sched=s.name,
+            num_epochs=t.epochs,
+            warmup_epochs=s.warmup_epochs,
+            warmup_lr=s.warmup_lr,
+            min_lr=s.min_lr,
+            cooldown_epochs=s.cooldown_epochs,
+            step_on_epochs=s.step_on_epochs,
+            updates_per_epoch=self.updates_per_epoch,
+        )
+        self.scaler = grad_scaler(env.device, t.amp)
+        self.ema = ModelEmaV3(self.model, decay=t.ema_decay) if t.ema else None
+
+        self.epoch = 0  # completed epochs
+        self.step = 0  # optimizer updates
+        self.best_top1 = -math.inf
+        checkpoint = resolve_resume(t.resume, self.run_dir)
+        if checkpoint is not None:
+            self.load(checkpoint)
+
+        self.train_model: nn.Module = self.model
+        if env.is_distributed:
+            self.train_model = DistributedDataParallel(
+                self.model, device_ids=[env.local_rank] if env.device.type == "cuda" else None
+            )
+        if t.compile:
+            self.train_model = torch.compile(self.train_model)
+
+    # -- checkpoints -------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "model_ema": self.ema.module.state_dict() if self.ema is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "best_top1": self.best_top1,
+            "classes": list(self.classes),
+            "config": OmegaConf.to_yaml(self.cfg, resolve=True),
+        }
+
+    def save(self, is_best: bool) -> None:
+        """``last.pt`` (and ``best.pt``); a collective call, since every rank's RNG state goes in."""
+        rng = all_gather_objects(rng_state())
+        if not self.env.is_main:
+            return
+        atomic_save({**self.state_dict(), "rng": rng}, self.run_dir / LAST)
+        if is_best:
+            atomic_copy(self.run_dir / LAST, self.run_dir / BEST)
+
+    def load(self, path: Path) -> None:
+        state = read_checkpoint(path, map_location="cpu")
+        self.model.load_state_dict(state["model"])
+        if self.ema is not None:
+            if state.get("model_ema") is None:
+                _logger.warning("%s has no EMA weights: the EMA restarts from the loaded model", path)
+                self.ema.module.load_state_dict(state["model"])
+            else:
+                self.ema.module.load_state_dict(state["model_ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.step, self.best_top1 = state["epoch"], state["step"], state["best_top1"]
+        # timm's schedulers are functions of the epoch/update count: put the lr where the run left it.
+        self.scheduler.step(self.epoch)
+        self.scheduler.step_update(self.step)
+        if len(state["rng"]) == self.env.world_size:
+            set_rng_state(state["rng"][self.env.rank])
+        else:
+            _logger.warning(
+                "%s was written by %d processes, this run has %d: random streams are reseeded, not restored",
+                path,
+                len(state["rng"]),
+                self.env.world_size,
+            )
+            random_seed(self.cfg.train.seed + self.epoch, self.env.rank)
+        _logger.info("resumed from %s at epoch %d (step %d)", path, self.epoch, self.step)
+
+    # -- loop ----------------------------------------------------------------------------------------
+
+    def train_one_epoch(self, metrics: Optional[MetricsLogger]) -> dict[str, float]:
+        t, env = self.cfg.train, self.env
+        self.train_model.train()
+        self.criterion.train()
+        start_epoch(self.train_loader, t.seed, self.epoch)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=env.device)
+        start = time.perf_counter()
+        bar = tqdm(
+            self.train_loader,
+            desc=f"epoch {self.epoch + 1}/{t.epochs}",
+            disable=not (env.is_main and t.progress),
+            dynamic_ncols=True,
+            leave=False,
+        )
+        for images, targets in bar:
+            images = images.to(env.device, non_blocking=True)
+            targets = targets.to(env.device, non_blocking=True)
+            if self.mixup_fn is not None:
+                images, targets = self.mixup_fn(images, targets)
+            if t.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with autocast(env.device, t.amp):
+                outputs = self.train_model(images)
+                loss = self.criterion(images, outputs, targets)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if t.grad_clip:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.step += 1
+            if self.ema is not None:
+                self.ema.update(self.model, step=self.step)
+            self.scheduler.step_update(num_updates=self.step)
+            loss_sum += loss.detach().double()
+            if self.step % t.log_every == 0:
+                value = self._finite(loss.item())
+                lr = self.optimizer.param_groups[0]["lr"]
+                bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.2e}")
+                if metrics is not None:
+                    metrics.scalar("train/loss", value, self.step)
+                    metrics.scalar("train/lr", lr, self.step)
+        elapsed = time.perf_counter() - start
+        stats = all_reduce_sum(
+            torch.stack([loss_sum, torch.tensor(float(len(self.train_loader)), dtype=torch.float64, device=env.device)])
+        )
+        return {
+            "train_loss": self._finite(stats[0].item() / stats[1].item()),
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "train_time_s": elapsed,
+            "train_img_per_s": len(self.train_loader) * t.batch_size / elapsed,
+        }
+
+    def _finite(self, loss: float) -> float:
+        if not math.isfinite(loss):
+            raise FloatingPointError(
+                f"training loss is {loss} at epoch {self.epoch + 1}, step {self.step}: "
+                "lower optim.lr, set train.grad_clip, or use train.amp=none"
+            )
+        return loss
+
+    def evaluate(self) -> dict[str, float]:
+        t = self.cfg.train
+        kwargs = dict(
+            device=self.env.device, amp=t.amp, channels_last=t.channels_last, progress=self.env.is_main and t.progress
+        )
+        row = {f"val_{k}": v for k, v in evaluate(self.model, self.val_loader, **kwargs).items() if k != "count"}
+        if self.ema is not None:
+            row.update(
+                {f"ema_{k}": v for k, v in evaluate(self.ema.module, self.val_loader, **kwargs).items() if k != "count"}
+            )
+        return row
+
+    def fit(self) -> dict[str, Any]:
+        """Train from the current epoch to ``train.epochs``; returns the last epoch's metrics row."""
+        cfg, env = self.cfg, self.env
+        if env.is_main:
+            n_params = sum(p.numel() for p in self.model.parameters())
+            _logger.info(
+                "%s: %.2f M params, %d classes, %d train / %d val images, global batch %d on %d process(es), "
+                "lr %.3g, run dir %s",
+                cfg.model.name,
+                n_params / 1e6,
+                len(self.classes),
+                len(self.train_set),
+                len(self.val_set),
+                cfg.train.batch_size,
+                env.world_size,
+                self.lr,
+                self.run_dir,
+            )
+        metrics = MetricsLogger(self.run_dir, self.epoch, self.step) if env.is_main else None
+        try:
+            if self.epoch >= cfg.train.epochs:
+                _logger.info(
+                    "nothing to do: %s already completed %d of %d epochs", self.run_dir, self.epoch, cfg.train.epochs
+                )
+            while self.epoch < cfg.train.epochs:
+                row = self.train_one_epoch(metrics)
+                self.epoch += 1
+                self.scheduler.step(self.epoch)
+                row = {"epoch": self.epoch, "step": self.step, **row, **self.evaluate()}
+                is_best = row["val_top1"] > self.best_top1
+                self.best_top1 = max(self.best_top1, row["val_top1"])
+                # Metrics first: a run killed in between redoes this epoch and drops its row on resume.
+                if metrics is not None:
+                    metrics.log_epoch(row, self.step)
+                    _logger.info(
+                        "epoch %d/%d %s",
+                        self.epoch,
+                        cfg.train.epochs,
+                        "  ".join(f"{k} {v:.4g}" for k, v in row.items() if k not in ("epoch", "step")),
+                    )
+                self.save(is_best)
+            if env.is_main:
+                plot_curves([self.run_dir / CSV_NAME], self.run_dir / CURVES_NAME, labels=[cfg.name])
+            return metrics.last if metrics is not None else {}
+        finally:
+            if metrics is not None:
+                metrics.close()
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Run ``cfg`` in this process (one torchrun rank or a plain run); rank 0 writes under ``cfg.output_dir``."""
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    env = init_distributed(cfg.train.device)
+    try:
+        return Trainer(cfg, env).fit()
+    finally:
+        cleanup_distributed()

@@ -1,0 +1,38 @@
+"""Shared fixtures."""
+from __future__ import annotations
+
+import re
+from typing import Callable
+
+import pytest
+import torch
+from torch import nn
+
+_AFFINE_SCALES = re.compile(r"alpha$")
+_LAYER_SCALES = re.compile(r"(gamma|ls[12])$")
+_SHIFTS = re.compile(r"(beta|bias)$")
+
+
+@torch.no_grad()
+def _randomize_affines(model: nn.Module, seed: int = 0) -> nn.Module:
+    # At init alpha = 1, beta = 0, biases are zero and timm's classifier is all zeros: comparisons of logits
+    # would not see these tensors mis-mapped or mis-folded.
+    generator = torch.Generator().manual_seed(seed)
+    for name, param in model.named_parameters():
+        if _AFFINE_SCALES.search(name):
+            param.copy_(torch.empty(param.shape).uniform_(0.5, 1.5, generator=generator))
+        elif _LAYER_SCALES.search(name):
+            # Large enough for every block to matter, small enough for 36 blocks to keep activations moderate.
+            param.copy_(torch.empty(param.shape).uniform_(0.05, 0.15, generator=generator))
+        elif _SHIFTS.search(name):
+            param.copy_(torch.empty(param.shape).normal_(0.0, 0.2, generator=generator))
+        elif name == "head.weight":
+            param.copy_(torch.empty(param.shape).normal_(0.0, 0.05, generator=generator))
+    return model
+
+
+@pytest.fixture(scope="session")
+def randomize_affines() -> Callable[..., nn.Module]:
+    """Give every Affine alpha/beta, LayerScale gamma, bias and the classifier random non-trivial values
+    (suite or timm models)."""
+    return _randomize_affines

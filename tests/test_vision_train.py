@@ -1,0 +1,423 @@
+"""vision/train.py and its library: presets, data checks, end-to-end runs, exact resume, torchrun, distillation."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from PIL import Image, ImageDraw
+from timm.optim import create_optimizer_v2
+from torch import nn
+from torch.nn import functional as F
+
+import resmlp_suite  # noqa: F401  (registers the models)
+from resmlp_suite.plotting import plot_curves
+from resmlp_suite.training import DistillationLoss, create_teacher, init_distributed, read_checkpoint, read_metrics
+from resmlp_suite.training.precision import amp_dtype
+from resmlp_suite.vision.data import FashionMNIST, create_dataset, create_datasets, read_idx
+from resmlp_suite.vision.evaluation import evaluate_checkpoint
+from resmlp_suite.vision.training import Trainer, scaled_lr, train
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
+SHAPES = {"circle": (230, 60, 60), "square": (60, 200, 60), "triangle": (60, 60, 230)}
+
+
+def make_shapes(root: Path, n_train: int = 40, n_val: int = 20, size: int = 16, seed: int = 0) -> Path:
+    """An ImageFolder tree of 3 classes: coloured circles, squares and triangles on dark noise backgrounds."""
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", n_train), ("val", n_val)):
+        for cls, color in SHAPES.items():
+            folder = root / split / cls
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                img = Image.fromarray(rng.integers(0, 60, (size, size, 3), dtype=np.uint8))
+                r = int(rng.integers(size // 5, size // 3))
+                cx, cy = (int(v) for v in rng.integers(r, size - r, 2))
+                fill = tuple(int(np.clip(c + rng.integers(-40, 40), 0, 255)) for c in color)
+                draw = ImageDraw.Draw(img)
+                if cls == "circle":
+                    draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
+                elif cls == "square":
+                    draw.rectangle([cx - r, cy - r, cx + r, cy + r], fill=fill)
+                else:
+                    draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=fill)
+                img.save(folder / f"{i}.png")
+    return root
+
+
+def compose_cfg(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
+        return compose(config_name="train", overrides=overrides)
+
+
+def tiny_overrides(data_root: Path, out: Path, epochs: int = 3) -> list[str]:
+    """A seconds-long run on the generated shapes: a 2-block, 32-wide ResMLP on 16 px images."""
+    return [
+        "data=imagefolder",
+        f"data.root={data_root}",
+        "data.img_size=16",
+        "data.num_workers=0",
+        "++model.kwargs.depth=2",
+        "++model.kwargs.embed_dim=32",
+        f"train.epochs={epochs}",
+        "train.batch_size=12",
+        "train.progress=false",
+        "train.log_every=2",
+        "optim.lr=2e-3",
+        "optim.lr_base_batch=12",
+        "sched.warmup_epochs=0",
+        f"output_dir={out}",
+    ]
+
+
+@pytest.fixture(scope="module")
+def shapes_root(tmp_path_factory) -> Path:
+    return make_shapes(tmp_path_factory.mktemp("shapes"))
+
+
+@pytest.fixture(scope="module")
+def trained_run(shapes_root, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("run")
+    last = train(compose_cfg(tiny_overrides(shapes_root, out, epochs=4)))
+    return out, last
+
+
+# -- configs ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_preset_composes(experiment):
+    cfg = compose_cfg([f"experiment={experiment}"])
+    assert cfg.name == experiment.replace("fmnist_tiny", "resmlp_tiny_p4_fashion_mnist")
+    assert timm.is_model(cfg.model.name)
+    assert cfg.data.name in ("imagefolder", "fashion_mnist")
+
+
+def test_s12_preset_is_the_published_recipe():
+    cfg = compose_cfg(["experiment=resmlp_s12_in1k", "data.root=/data/imagenet"])
+    assert (cfg.model.name, cfg.model.kwargs.drop_path_rate, cfg.model.kwargs.img_size) == ("resmlp_s12", 0.05, 224)
+    assert (cfg.train.epochs, cfg.train.batch_size, cfg.train.amp) == (400, 2048, "none")
+    assert (cfg.optim.name, cfg.optim.lr, cfg.optim.lr_base_batch, cfg.optim.weight_decay) == ("lamb", 5e-3, 2048, 0.2)
+    s = cfg.sched
+    assert (s.name, s.warmup_epochs, s.warmup_lr, s.min_lr, s.cooldown_epochs) == ("cosine", 5, 1e-6, 1e-5, 0)
+    a = cfg.aug
+    assert a.transform.auto_augment == "rand-m9-mstd0.5-inc1" and a.transform.interpolation == "bicubic"
+    assert (a.transform.re_prob, a.mixup.mixup_alpha, a.mixup.cutmix_alpha, a.smoothing, a.repeated_aug) == (
+        0.25,
+        0.8,
+        1.0,
+        0.1,
+        3,
+    )
+    assert (cfg.data.crop_pct, cfg.data.interpolation, cfg.distill.type) == (0.9, "bicubic", "none")
+    # The applied rate: 5e-3 at the published global batch, linear in the batch otherwise.
+    assert scaled_lr(cfg.optim.lr, 2048, cfg.optim.lr_base_batch, cfg.optim.lr_scaling) == 5e-3
+    assert scaled_lr(cfg.optim.lr, 512, cfg.optim.lr_base_batch, cfg.optim.lr_scaling) == pytest.approx(1.25e-3)
+
+
+def test_presets_differ_where_they_should():
+    drop_path = {
+        m: compose_cfg([f"experiment={m}_in1k"]).model.kwargs.drop_path_rate
+        for m in ("resmlp_s24", "resmlp_s36", "resmlp_b24")
+    }
+    assert drop_path == {"resmlp_s24": 0.1, "resmlp_s36": 0.15, "resmlp_b24": 0.2}
+    dist = compose_cfg(["experiment=resmlp_s12_in1k_distilled"])
+    assert (dist.distill.type, dist.distill.teacher, dist.distill.alpha, dist.optim.lr) == (
+        "hard",
+        "regnety_160",
+        0.5,
+        5e-3,
+    )
+    cifar = compose_cfg(["experiment=resmlp_s24_cifar"])
+    assert (cifar.optim.name, cifar.optim.lr, cifar.optim.lr_base_batch, cifar.optim.weight_decay) == (
+        "adamw",
+        5e-6,
+        768,
+        0.05,
+    )
+    assert (cifar.train.epochs, cifar.train.batch_size, cifar.model.kwargs.drop_path_rate) == (1000, 768, 0.1)
+    assert compose_cfg(["experiment=resmlp_s12_cifar"]).model.kwargs.drop_path_rate == 0.05
+    vit = compose_cfg(["model=vit_fmnist"])  # the baseline: one override, same recipe
+    default = compose_cfg([])
+    assert vit.model.name == "vit_tiny_patch16_224" and vit.optim == default.optim and vit.train == default.train
+
+
+def test_lamb_preset_exempts_one_dimensional_parameters_from_weight_decay():
+    cfg = compose_cfg(["experiment=resmlp_s12_in1k", "data.root=/x"])
+    model = timm.create_model("resmlp_tiny_p4")
+    opt = create_optimizer_v2(model, opt=cfg.optim.name, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    decay = {id(p) for g in opt.param_groups if g["weight_decay"] == 0.2 for p in g["params"]}
+    for name, p in model.named_parameters():
+        assert (id(p) in decay) == (p.ndim > 1), name  # Affine alpha/beta, LayerScale gamma, biases: no decay
+
+
+def test_bad_settings_are_rejected():
+    with pytest.raises(ValueError, match="lr_scaling"):
+        scaled_lr(1e-3, 256, 512, "sqrt")
+    with pytest.raises(ValueError, match="amp must be one of"):
+        amp_dtype("fp8")
+
+
+# -- data ---------------------------------------------------------------------------------------------
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_fashion_mnist_reads_idx_files(tmp_path):
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 12), ("t10k", 6)):
+        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+    train_set, val_set, classes = create_datasets("fashion_mnist", tmp_path, "train", "test", in_chans=1)
+    assert (len(train_set), len(val_set), len(classes)) == (12, 6, 10)
+    img, label = train_set[3]
+    assert img.mode == "L" and img.size == (28, 28) and label == 3
+    np.testing.assert_array_equal(np.asarray(img), read_idx(tmp_path / "train-images-idx3-ubyte.gz")[3])
+    (tmp_path / "bad-idx1-ubyte.gz").write_bytes(gzip.compress(b"\x01\x02\x03\x04rest"))
+    with pytest.raises(ValueError, match="not an IDX file"):
+        read_idx(tmp_path / "bad-idx1-ubyte.gz")
+
+
+def test_missing_fashion_mnist_names_the_package(tmp_path):
+    with pytest.raises(FileNotFoundError, match="apt-get install -y dataset-fashion-mnist"):
+        FashionMNIST(tmp_path, "train")
+
+
+def test_bad_imagefolders_fail_clearly(tmp_path):
+    with pytest.raises(FileNotFoundError, match="is not a directory"):
+        create_datasets("imagefolder", tmp_path / "nowhere", "train", "val")
+    root = make_shapes(tmp_path / "shapes", n_train=2, n_val=2)
+    (root / "val" / "square").rename(root / "val" / "hexagon")
+    with pytest.raises(ValueError, match=r"missing \['square'\], unexpected \['hexagon'\]"):
+        create_datasets("imagefolder", root, "train", "val")
+    empty = tmp_path / "empty"
+    (empty / "train" / "a").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="no images under"):
+        create_dataset("imagefolder", empty, "train")
+    (empty / "train" / "b").mkdir()
+    Image.new("RGB", (8, 8)).save(empty / "train" / "a" / "x.png")
+    with pytest.raises(FileNotFoundError, match=r"class folders without images .*\['b'\]"):
+        create_dataset("imagefolder", empty, "train")
+    with pytest.raises(ValueError, match="data.name must be one of"):
+        create_dataset("cifar", root, "train")
+
+
+def test_corrupt_image_is_logged_and_skipped(tmp_path, caplog):
+    root = make_shapes(tmp_path / "shapes", n_train=2, n_val=1)
+    bad = root / "train" / "circle" / "0.png"
+    bad.write_bytes(b"not a png")
+    dataset, _ = create_dataset("imagefolder", root, "train")
+    with caplog.at_level(logging.WARNING):
+        images = [dataset[i][0] for i in range(len(dataset))]
+    assert len(images) == 6 and all(im.size == (16, 16) for im in images)
+    assert any("Skipped sample" in r.getMessage() and str(bad) in r.getMessage() for r in caplog.records)
+
+
+# -- training -----------------------------------------------------------------------------------------
+
+
+def test_training_run_learns_and_writes_its_outputs(trained_run):
+    out, last = trained_run
+    for name in ("last.pt", "best.pt", "metrics.csv", "metrics.json", "curves.png"):
+        assert (out / name).is_file(), name
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    Image.open(out / "curves.png").verify()
+    rows = read_metrics(out / "metrics.json")
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4] and read_metrics(out / "metrics.csv") == rows
+    assert last == rows[-1]
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    assert max(r["val_top1"] for r in rows) > 70  # 3 classes: chance is 33 %
+    ckpt = read_checkpoint(out / "last.pt")  # weights_only=True
+    assert {
+        "model",
+        "model_ema",
+        "optimizer",
+        "scheduler",
+        "scaler",
+        "epoch",
+        "step",
+        "rng",
+        "config",
+        "classes",
+    } <= set(ckpt)
+    assert (ckpt["epoch"], ckpt["step"], ckpt["classes"]) == (4, 4 * 10, sorted(SHAPES))
+    assert OmegaConf.create(ckpt["config"]).train.epochs == 4
+    assert {"python", "numpy", "torch", "cuda"} == set(ckpt["rng"][0])
+
+
+def test_evaluate_reproduces_the_best_validation_accuracy(trained_run):
+    out, _ = trained_run
+    best_row = max(read_metrics(out / "metrics.json"), key=lambda r: r["val_top1"])
+    result = evaluate_checkpoint(out / "best.pt", num_workers=0)
+    assert result["count"] == 60 and result["split"] == "val"
+    assert result["top1"] == pytest.approx(best_row["val_top1"]) and result["loss"] == pytest.approx(
+        best_row["val_loss"]
+    )
+    assert result["input_config"]["crop_pct"] == 0.9 and result["input_config"]["interpolation"] == "bicubic"
+    script = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "vision" / "evaluate.py"),
+            str(out / "best.pt"),
+            "--num-workers",
+            "0",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert json.loads(script.stdout.strip().splitlines()[-1])["top1"] == pytest.approx(best_row["val_top1"])
+
+
+def test_finished_run_restarted_with_resume_auto_does_nothing(trained_run, shapes_root):
+    out, last = trained_run
+    before = (out / "last.pt").stat().st_mtime_ns
+    assert train(compose_cfg(tiny_overrides(shapes_root, out, epochs=4))) == last
+    assert (out / "last.pt").stat().st_mtime_ns == before
+
+
+class Killed(Exception):
+    pass
+
+
+def test_killed_and_resumed_run_equals_uninterrupted_run(shapes_root, tmp_path, monkeypatch):
+    # Random crops, flips, Mixup (numpy) and drop-path (torch) all draw random numbers during epoch 2.
+    extra = ["aug.mixup.mixup_alpha=0.8", "model.kwargs.drop_path_rate=0.1", "train.ema=true", "train.ema_decay=0.9"]
+    full = train(compose_cfg(tiny_overrides(shapes_root, tmp_path / "full", epochs=2) + extra))
+
+    save = Trainer.save
+
+    def save_then_die(self, is_best):
+        save(self, is_best)
+        raise Killed  # the process dies right after the epoch-1 checkpoint is on disk
+
+    monkeypatch.setattr(Trainer, "save", save_then_die)
+    with pytest.raises(Killed):
+        train(compose_cfg(tiny_overrides(shapes_root, tmp_path / "resumed", epochs=2) + extra))
+    monkeypatch.setattr(Trainer, "save", save)
+    assert read_checkpoint(tmp_path / "resumed" / "last.pt")["epoch"] == 1
+    torch.manual_seed(123)  # whatever the state of the generators, resuming restores them
+    resumed = train(compose_cfg(tiny_overrides(shapes_root, tmp_path / "resumed", epochs=2) + extra))
+
+    a, b = read_checkpoint(tmp_path / "full" / "last.pt"), read_checkpoint(tmp_path / "resumed" / "last.pt")
+    for key in ("model", "model_ema"):
+        assert a[key].keys() == b[key].keys()
+        for name in a[key]:
+            assert torch.equal(a[key][name], b[key][name]), f"{key}.{name}"
+    assert {k: v for k, v in full.items() if "time" not in k and "per_s" not in k} == {
+        k: v for k, v in resumed.items() if "time" not in k and "per_s" not in k
+    }
+    assert [r["epoch"] for r in read_metrics(tmp_path / "resumed" / "metrics.csv")] == [1, 2]
+
+
+def test_two_process_torchrun_on_cpu(shapes_root, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(REPO / "vision" / "train.py"),
+        *tiny_overrides(shapes_root, out, epochs=2),
+        "train.device=cpu",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = read_checkpoint(out / "last.pt")
+    assert len(ckpt["rng"]) == 2  # both ranks' generators are saved
+    assert ckpt["step"] == 2 * 10  # each rank: 60 of the 120 images in batches of 6
+    rows = read_metrics(out / "metrics.json")
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert (out / ".hydra" / "config.yaml").is_file()
+
+
+# -- distillation -------------------------------------------------------------------------------------
+
+
+def test_hard_distillation_loss_is_the_documented_mix():
+    torch.manual_seed(0)
+    teacher = nn.Linear(6, 4)
+    base = nn.CrossEntropyLoss(label_smoothing=0.1)
+    inputs, outputs, labels = torch.randn(8, 6), torch.randn(8, 4, requires_grad=True), torch.randint(0, 4, (8,))
+    loss = DistillationLoss(base, teacher, alpha=0.5)(inputs, outputs, labels)
+    teacher_labels = teacher(inputs).argmax(-1)
+    expected = 0.5 * base(outputs, labels) + 0.5 * F.cross_entropy(outputs, teacher_labels)
+    torch.testing.assert_close(loss, expected)
+    assert DistillationLoss(base, None)(inputs, outputs, labels) == base(outputs, labels)
+    loss.backward()
+    assert teacher.weight.grad is None and not teacher.weight.requires_grad
+
+
+def test_hard_distillation_pulls_towards_the_teacher_and_keeps_it_frozen():
+    teacher = nn.Sequential(nn.Linear(3, 3), nn.Dropout(0.9))
+    with torch.no_grad():
+        teacher[0].weight.copy_(torch.eye(3))
+        teacher[0].bias.zero_()
+    criterion = DistillationLoss(nn.CrossEntropyLoss(), teacher, alpha=1.0).train()
+    assert not teacher.training  # dropout off: the teacher's labels are deterministic
+    inputs = torch.tensor([[0.0, 0.0, 5.0]])  # the teacher says class 2
+    agree, disagree = torch.tensor([[0.0, 0.0, 4.0]]), torch.tensor([[4.0, 0.0, 0.0]])
+    labels = torch.tensor([0])  # the data label says class 0: with alpha=1 only the teacher counts
+    assert criterion(inputs, agree, labels) < criterion(inputs, disagree, labels)
+    with pytest.raises(ValueError, match="same classes"):
+        criterion(inputs, torch.zeros(1, 5), labels)
+    with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\]"):
+        DistillationLoss(nn.CrossEntropyLoss(), teacher, alpha=1.5)
+
+
+def test_distillation_run_with_a_teacher_checkpoint(trained_run, shapes_root, tmp_path):
+    out, _ = trained_run
+    with pytest.raises(ValueError, match="teacher_checkpoint"):
+        create_teacher("resmlp_tiny_p4", None, 3, torch.device("cpu"))
+    teacher_kwargs = [
+        "+distill.teacher_kwargs.img_size=16",
+        "+distill.teacher_kwargs.in_chans=3",
+        "+distill.teacher_kwargs.depth=2",
+        "+distill.teacher_kwargs.embed_dim=32",
+    ]
+    overrides = tiny_overrides(shapes_root, tmp_path, epochs=1) + [
+        "distill=hard",
+        "distill.teacher=resmlp_tiny_p4",
+        f"distill.teacher_checkpoint={out / 'best.pt'}",
+        *teacher_kwargs,
+    ]
+    cfg = compose_cfg(overrides)
+    trainer = Trainer(cfg, init_distributed("cpu"))
+    teacher = trainer.criterion.teacher
+    saved = read_checkpoint(out / "best.pt")["model"]
+    assert all(torch.equal(teacher.state_dict()[k], saved[k]) for k in saved)
+    row = trainer.fit()
+    assert row["epoch"] == 1 and np.isfinite(row["train_loss"])
+
+
+def test_plot_curves_overlays_runs(trained_run, tmp_path):
+    out, _ = trained_run
+    png = plot_curves(
+        [out / "metrics.csv", out / "metrics.json"], tmp_path / "both.png", labels=["csv", "json"], title="t"
+    )
+    assert Image.open(png).size[0] > 500
+    with pytest.raises(ValueError, match="2 metrics files but 1 labels"):
+        plot_curves([out / "metrics.csv", out / "metrics.json"], tmp_path / "x.png", labels=["a"])
