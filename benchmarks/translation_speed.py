@@ -47,14 +47,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--gen-len", type=int, default=28, help="tokens decoded per hypothesis")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds; the median counts")
     parser.add_argument("--train-steps", type=int, default=2, help="training steps timed per model and round")
-    parser.add_argument("--quick", action="store_true", help="d 128, 2+2 layers, batch 16, 3 rounds")
+    parser.add_argument("--quick", action="store_true", help="defaults d 128, FFN 512, 2+2 layers, 3 rounds")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.dim, args.ffn_dim, args.layers, args.batch, args.rounds = 128, 512, 2, 16, 3
-    return args
+    if parser.parse_args(argv).quick:  # smaller defaults; flags given explicitly still win
+        parser.set_defaults(dim=128, ffn_dim=512, layers=2, rounds=3)
+    return parser.parse_args(argv)
 
 
 def build(name: str, args: argparse.Namespace, dictionary: Dictionary, device: torch.device):

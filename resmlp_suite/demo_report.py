@@ -79,7 +79,7 @@ def vision_benchmark_section(results: dict[str, Any], report_dir: Path) -> list:
     ax = fig.subplots()
     labels = [f"{r['model']}\n{r['mode']}" for r in bench["results"]]
     ax.bar(range(len(labels)), [r["img_per_s"] for r in bench["results"]],
-           color=[{"timm": "C7", "ours": "C0", "folded": "C1"}.get(r["model"], "C2") for r in bench["results"]])
+           color=[{"timm": "C7", "ours": "C0", "ours-folded": "C1"}[r["model"]] for r in bench["results"]])
     ax.set_xticks(range(len(labels)), labels, fontsize=7)
     ax.set(ylabel="images / s", title=f"ResMLP-S12 inference, batch {bench['batch']}, {bench['device']}")
     atomic_write(report_dir / "vision_inference.png", lambda tmp: fig.savefig(tmp, format="png", dpi=120))

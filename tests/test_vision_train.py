@@ -330,6 +330,17 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(shapes_root, tmp_path, 
     assert [r["epoch"] for r in read_metrics(tmp_path / "resumed" / "metrics.csv")] == [1, 2]
 
 
+def test_hydra_sweep_gives_each_job_its_own_run_directory(shapes_root, tmp_path):
+    out = tmp_path / "sweep"
+    overrides = [o for o in tiny_overrides(shapes_root, out, epochs=1) if not o.startswith("optim.lr=")]
+    cmd = [sys.executable, str(REPO / "vision" / "train.py"), "-m", *overrides, "optim.lr=1e-3,4e-3"]
+    subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path, check=True)
+    runs = sorted(p.parent.name for p in out.glob("*/last.pt"))
+    assert len(runs) == 2 and "optim.lr=0.001" in runs[0] and "optim.lr=0.004" in runs[1]
+    lrs = [OmegaConf.create(read_checkpoint(out / r / "last.pt")["config"]).optim.lr for r in runs]
+    assert lrs == [1e-3, 4e-3]
+
+
 def test_two_process_torchrun_on_cpu(shapes_root, tmp_path):
     out = tmp_path / "ddp"
     cmd = [

@@ -188,6 +188,16 @@ def create_datasets(
     return train, val, classes
 
 
+def subsample(dataset: Dataset, num_samples: Optional[int], seed: int = 0) -> Dataset:
+    """A fixed random subset of ``num_samples`` items (the same for every seed of the run), or ``dataset``."""
+    if not num_samples:
+        return dataset
+    if not 0 < num_samples <= len(dataset):
+        raise ValueError(f"data.train_samples must be in 1..{len(dataset)} (the split's size), got {num_samples}")
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
+    return Subset(dataset, order[:num_samples].tolist())
+
+
 def resolve_input_config(data: Mapping[str, Any], model: Optional[nn.Module] = None) -> dict[str, Any]:
     """timm's data config (input_size, mean, std, crop_pct, interpolation): values from ``data``, the model's
     pretrained config for those left null."""

@@ -49,6 +49,7 @@ from .data import (
     create_train_transform,
     resolve_input_config,
     start_epoch,
+    subsample,
 )
 from .evaluation import evaluate
 from .model_factory import create_model_from_config
@@ -118,6 +119,7 @@ class Trainer:
         self.input_config = resolve_input_config(cfg.data, self.model)
         self.train_set.transform = create_train_transform(self.input_config, _container(cfg.aug.transform))
         self.val_set.transform = create_eval_transform(self.input_config)
+        self.train_set = subsample(self.train_set, cfg.data.get("train_samples"))
         random_seed(t.seed, env.rank)
 
         self.train_loader = create_train_loader(
