@@ -93,8 +93,9 @@ class Demo:
                          *overrides, *self.size.vision_overrides])
             rows = read_metrics(run_dir / "metrics.json")
             runs[label] = {"run_dir": str(run_dir), "wall_s": round(wall, 1), "epochs": len(rows),
+                           "train_s": round(sum(r["train_time_s"] for r in rows), 1),
                            "final": rows[-1], "best_top1": max(r["val_top1"] for r in rows)}
-        return runs
+        return {"runs": runs}
 
     def translation(self) -> dict[str, Any]:
         out = self.work_dir / "translation"

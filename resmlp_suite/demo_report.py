@@ -23,7 +23,7 @@ def _minutes(seconds: float) -> str:
 
 def summary_rows(results: dict[str, Any]) -> list[list[object]]:
     """The headline table (also pasted into the repository README): ours beside the baseline."""
-    vision, mt = results["vision"], results["translation"]["models"]
+    vision, mt = results["vision"]["runs"], results["translation"]["models"]
     return [
         ["Fashion-MNIST test top-1 (%)", vision["resmlp"]["final"]["val_top1"], vision["baseline"]["final"]["val_top1"],
          "ViT (attention), same recipe and epochs"],
@@ -33,16 +33,16 @@ def summary_rows(results: dict[str, Any]) -> list[list[object]]:
 
 
 def vision_section(results: dict[str, Any], report_dir: Path) -> list:
-    runs = results["vision"]
+    runs = results["vision"]["runs"]
     curves = plot_curves([Path(r["run_dir"]) / "metrics.json" for r in runs.values()], report_dir / "vision_curves.png",
                          labels=list(runs), title="Fashion-MNIST: ResMLP vs attention baseline")
-    rows = [[label, r["epochs"], r["final"]["val_top1"], r["best_top1"], r["final"].get("val_top5"), _minutes(r["wall_s"])]
-            for label, r in runs.items()]
+    rows = [[label, r["epochs"], r["final"]["val_top1"], r["best_top1"], r["final"].get("val_top5"), _minutes(r["train_s"]),
+             _minutes(r["wall_s"])] for label, r in runs.items()]
     return [
         Heading("Image classification: Fashion-MNIST (`python vision/train.py`)"),
         Paragraph("The default run (`configs/experiment/fmnist_tiny.yaml`) and its attention baseline "
                   "(`model=vit_fmnist`), same data, recipe and number of epochs, on this machine's CPU."),
-        Table(["run", "epochs", "final top-1 (%)", "best top-1 (%)", "final top-5 (%)", "train+eval minutes"], rows),
+        Table(["run", "epochs", "final top-1 (%)", "best top-1 (%)", "final top-5 (%)", "training minutes", "step minutes (last invocation)"], rows),
         Image(curves.name, "Loss and test top-1 per epoch"),
     ]
 
@@ -55,8 +55,9 @@ def translation_section(results: dict[str, Any], report_dir: Path) -> list:
              f"`{m['signature']}`"] for name, m in mt["models"].items()]
     return [
         Heading("Machine translation: Bible De->En (`python translation/bible_demo.py`)"),
-        Paragraph(f"Elberfelder German -> World English Bible, split by book (test: {mt['settings'].get('test_books')}, "
-                  f"{mt['corpus_lines']} sentence pairs in all); both models with the same budget, beam 4, "
+        Paragraph("Elberfelder German -> World English Bible, split by book ("
+                  + ", ".join(f"{split} {n} verses" for split, n in mt["corpus_lines"].items())
+                  + f"; test books {mt['settings']['test_books']}); both models with the same budget, beam 4, "
                   "scored with sacreBLEU on every test sentence."),
         Table(["model", "params", "sacreBLEU", "test sentences", "train minutes", "signature"], rows),
         Image("translation_valid_loss.png", "Validation loss against updates"),
