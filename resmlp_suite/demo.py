@@ -4,7 +4,7 @@
     python -m resmlp_suite.demo --quick    # ~5 min: smaller runs, same pipeline, runs/demo-quick, report-quick/
 
 Steps (each is skipped when its result file exists, and the training steps resume a killed run):
-  1. vision: ``vision/train.py`` (ResMLP on Fashion-MNIST), then the same recipe with ``model=vit_fmnist``;
+  1. vision: ``vision/train.py`` (ResMLP on Fashion-MNIST), then its attention baseline ``experiment=fmnist_vit``;
   2. translation: ``translation/bible_demo.py`` (resmlp_seq2seq vs an equal-size transformer, Bible De->En);
   3. models: parameter and multiply-accumulate counts of the paper's models against the paper;
   4. benchmarks: ``benchmarks/vision_inference.py`` and ``benchmarks/translation_speed.py``;
@@ -50,7 +50,7 @@ QUICK = DemoSize(
     vision_bench_args=("--rounds", "1", "--modes", "eager-fp32", "eager-bf16"),
     translation_bench_args=("--quick",),
 )
-VISION_RUNS = {"resmlp": (), "baseline": ("model=vit_fmnist",)}
+VISION_RUNS = {"resmlp": (), "baseline": ("experiment=fmnist_vit",)}
 
 
 def _script(relative: str) -> str:

@@ -101,7 +101,7 @@ def trained_run(shapes_root, tmp_path_factory) -> tuple[Path, dict]:
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_preset_composes(experiment):
     cfg = compose_cfg([f"experiment={experiment}"])
-    assert cfg.name == experiment.replace("fmnist_tiny", "resmlp_tiny_p4_fashion_mnist")
+    assert cfg.name == (f"{cfg.model.name}_fashion_mnist" if experiment.startswith("fmnist") else experiment)
     assert timm.is_model(cfg.model.name)
     assert cfg.data.name in ("imagefolder", "fashion_mnist")
 
@@ -153,6 +153,9 @@ def test_presets_differ_where_they_should():
     vit = compose_cfg(["model=vit_fmnist"])  # the baseline: one override, same recipe
     default = compose_cfg([])
     assert vit.model.name == "vit_tiny_patch16_224" and vit.optim == default.optim and vit.train == default.train
+    tuned = compose_cfg(["experiment=fmnist_vit"])  # the same with the rate a ViT can take
+    assert tuned.model == vit.model and tuned.train == default.train and tuned.sched == default.sched
+    assert (tuned.optim.lr, default.optim.lr) == (4e-3, 1e-2)
 
 
 def test_lamb_preset_exempts_one_dimensional_parameters_from_weight_decay():

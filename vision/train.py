@@ -6,8 +6,9 @@ TensorBoard events, curves.png. Starting a killed run again continues from its l
 
 Single process (CPU or one GPU):
     python vision/train.py                                    # resmlp_tiny_p4 on Fashion-MNIST, ~10 min on CPU
-    python vision/train.py model=vit_fmnist                   # the same recipe with a ViT of equal size
-    python vision/train.py train.epochs=10 +model.kwargs.depth=12 name=deeper
+    python vision/train.py experiment=fmnist_vit              # the attention baseline: a ViT of equal size
+    python vision/train.py model=vit_fmnist                   # ... with the ResMLP's learning rate, unchanged
+    python vision/train.py train.epochs=10 model.kwargs.depth=8 name=deeper      # resize via model.kwargs
     python vision/train.py -m optim.lr=1e-3,2e-3,4e-3         # a sweep: runs/<name>/<overrides>/
 
 ImageNet with the paper's presets, one node with 8 GPUs:
