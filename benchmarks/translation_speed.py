@@ -30,7 +30,7 @@ from fairseq.data import Dictionary, data_utils
 from fairseq.sequence_generator import SequenceGenerator
 
 from resmlp_suite.translation.build import build_from_flags, synthetic_dictionary
-from resmlp_suite.translation.files import atomic_write_text
+from resmlp_suite.files import atomic_write_text
 
 MODELS = ("resmlp", "transformer")
 TARGETS = {"train": 1.2, "generate": 1.0}

@@ -26,7 +26,7 @@ import torch
 import torch._inductor.config
 
 import resmlp_suite  # noqa: F401  (registers resmlp_s12)
-from resmlp_suite.training.checkpoint import atomic_write
+from resmlp_suite.files import atomic_write
 from resmlp_suite.vision import fold_for_inference, load_checkpoint
 from resmlp_suite.vision.complexity import count_complexity
 

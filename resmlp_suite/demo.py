@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from .training.checkpoint import atomic_write
+from .files import atomic_write_text
 from .training.metrics import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,7 +74,8 @@ class Demo:
         self.size = size
 
     def step(self, name: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        """``run()`` once; its result is kept in ``<work_dir>/<name>.json`` and re-used on the next call."""
+        """``run()`` once; its result is kept in ``<work_dir>/<name>.json`` (paths relative to ``work_dir``, so the
+        folder can move) and re-used on the next call."""
         path = self.work_dir / f"{name}.json"
         if path.is_file():
             print(f"[demo] {name}: re-using {path}", flush=True)
@@ -82,7 +83,7 @@ class Demo:
         start = time.perf_counter()
         result = run()
         result["step_wall_s"] = round(time.perf_counter() - start, 1)
-        atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1)))
+        atomic_write_text(path, json.dumps(result, indent=1))
         return result
 
     def vision(self) -> dict[str, Any]:
@@ -92,7 +93,7 @@ class Demo:
             wall = _run([sys.executable, _script("vision/train.py"), f"output_dir={run_dir}", f"name={label}",
                          *overrides, *self.size.vision_overrides])
             rows = read_metrics(run_dir / "metrics.json")
-            runs[label] = {"run_dir": str(run_dir), "wall_s": round(wall, 1), "epochs": len(rows),
+            runs[label] = {"run_dir": str(run_dir.relative_to(self.work_dir)), "wall_s": round(wall, 1), "epochs": len(rows),
                            "train_s": round(sum(r["train_time_s"] for r in rows), 1),
                            "final": rows[-1], "best_top1": max(r["val_top1"] for r in rows)}
         return {"runs": runs}
@@ -101,7 +102,7 @@ class Demo:
         out = self.work_dir / "translation"
         wall = _run([sys.executable, _script("translation/bible_demo.py"), "--work-dir", str(out),
                      *self.size.translation_args])
-        return {"work_dir": str(out), "wall_s": round(wall, 1), **json.loads((out / "results.json").read_text())}
+        return {"work_dir": str(out.relative_to(self.work_dir)), "wall_s": round(wall, 1), **json.loads((out / "results.json").read_text())}
 
     def models(self) -> dict[str, Any]:
         from .vision.complexity import complexity_table
@@ -114,9 +115,9 @@ class Demo:
         return {"wall_s": round(wall, 1), **json.loads(out.read_text())}
 
 
-def run(work_dir: Path, report_dir: Path, size: DemoSize, command: str) -> Path:
-    """All steps, then the report; returns the report's HTML page."""
-    from .demo_report import build_report
+def run(work_dir: Path, report_dir: Path, size: DemoSize, command: str, readme: bool = False) -> Path:
+    """All steps, then the report (and, with ``readme``, the repository README's results); returns the HTML page."""
+    from .demo_report import build_report, publish_to_readme
 
     start = time.perf_counter()
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -138,8 +139,11 @@ def run(work_dir: Path, report_dir: Path, size: DemoSize, command: str) -> Path:
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
         "this_invocation_wall_s": round(time.perf_counter() - start, 1),
     }
-    page = build_report(results, work_dir, report_dir)
+    doc, page = build_report(results, work_dir, report_dir)
     print(f"[demo] report: {page} (open it in a browser) and {report_dir / 'README.md'}", flush=True)
+    if readme:
+        publish_to_readme(doc, report_dir, REPO / "README.md", REPO / "docs" / "results")
+        print(f"[demo] results section of {REPO / 'README.md'} rewritten, plots in {REPO / 'docs' / 'results'}", flush=True)
     return page
 
 
@@ -149,6 +153,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     parser.add_argument("--work-dir", type=Path, default=None, help="runs and step results (default runs/demo[-quick])")
     parser.add_argument("--report-dir", type=Path, default=None, help="the report (default report[-quick])")
     parser.add_argument("--fresh", action="store_true", help="delete the work directory first instead of re-using it")
+    parser.add_argument("--readme", action="store_true",
+                        help="also put the report into the results section of the repository's README.md (docs/results/)")
     args = parser.parse_args(argv)
     suffix = "-quick" if args.quick else ""
     work_dir = (args.work_dir or REPO / "runs" / f"demo{suffix}").resolve()
@@ -156,7 +162,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     if args.fresh and work_dir.exists():
         shutil.rmtree(work_dir)
     command = "python -m resmlp_suite.demo" + (" --quick" if args.quick else "")
-    return run(work_dir, report_dir, QUICK if args.quick else FULL, command)
+    return run(work_dir, report_dir, QUICK if args.quick else FULL, command, readme=args.readme)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 
 from .plotting import plot_curves
 from .report import Document, Heading, Image, Paragraph, Table
-from .training.checkpoint import atomic_write
+from .files import atomic_write, atomic_write_text
 
 # The paper's reference numbers (Table 1 top-1 on ImageNet, Table 5 BLEU on newstest2014), for context only.
 PAPER_TOP1 = {"ResMLP-S12": 76.6, "ResMLP-S24": 79.4, "ResMLP-S36": 79.7, "ResMLP-B24": 81.0}
@@ -21,20 +21,20 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f}"
 
 
-def summary_rows(results: dict[str, Any]) -> list[list[object]]:
-    """The headline table (also pasted into the repository README): ours beside the baseline."""
+def summary_table(results: dict[str, Any]) -> Table:
+    """The headline table: ours beside the baseline."""
     vision, mt = results["vision"]["runs"], results["translation"]["models"]
-    return [
+    return Table(["task", "ResMLP", "baseline", "baseline model"], [
         ["Fashion-MNIST test top-1 (%)", vision["resmlp"]["final"]["val_top1"], vision["baseline"]["final"]["val_top1"],
          "ViT (attention), same recipe and epochs, lr 4e-3"],
         ["Bible De->En test sacreBLEU", mt["resmlp"]["bleu"], mt["transformer"]["bleu"],
          "fairseq transformer, same size and updates"],
-    ]
+    ])
 
 
-def vision_section(results: dict[str, Any], report_dir: Path) -> list:
+def vision_section(results: dict[str, Any], work_dir: Path, report_dir: Path) -> list:
     runs = results["vision"]["runs"]
-    curves = plot_curves([Path(r["run_dir"]) / "metrics.json" for r in runs.values()], report_dir / "vision_curves.png",
+    curves = plot_curves([work_dir / r["run_dir"] / "metrics.json" for r in runs.values()], report_dir / "vision_curves.png",
                          labels=list(runs), title="Fashion-MNIST: ResMLP vs attention baseline")
     rows = [[label, r["epochs"], r["final"]["val_top1"], r["best_top1"], r["final"].get("val_top5"), _minutes(r["train_s"]),
              _minutes(r["wall_s"])] for label, r in runs.items()]
@@ -47,9 +47,9 @@ def vision_section(results: dict[str, Any], report_dir: Path) -> list:
     ]
 
 
-def translation_section(results: dict[str, Any], report_dir: Path) -> list:
+def translation_section(results: dict[str, Any], work_dir: Path, report_dir: Path) -> list:
     mt = results["translation"]
-    plot = Path(mt["work_dir"]) / "valid_loss.png"
+    plot = work_dir / mt["work_dir"] / "valid_loss.png"
     shutil.copyfile(plot, report_dir / "translation_valid_loss.png")
     rows = [[name, f"{m['params'] / 1e6:.2f} M", m["bleu"], m.get("test_sentences"), _minutes(m["train_wall_s"]),
              f"`{m['signature']}`"] for name, m in mt["models"].items()]
@@ -95,29 +95,54 @@ def vision_benchmark_section(results: dict[str, Any], report_dir: Path) -> list:
     ]
 
 
-def build_report(results: dict[str, Any], work_dir: Path, report_dir: Path) -> Path:
-    """Write ``report_dir/{index.html,README.md,results.json}`` and the plots; returns the HTML page."""
+def report_document(results: dict[str, Any], work_dir: Path, report_dir: Path) -> Document:
+    """The report of the demo run in ``work_dir``; its plots are written into ``report_dir``."""
     report_dir.mkdir(parents=True, exist_ok=True)
     meta = results["meta"]
     walls = {name: results[name]["step_wall_s"] for name in results if isinstance(results[name], dict) and "step_wall_s" in results[name]}
     doc = Document("resmlp-suite: demo report")
-    doc.add(
+    return doc.add(
         Paragraph(f"Produced by `{meta['command']}` on {meta['machine']}. Small-scale runs on real data that ships "
                   "offline; the paper's ImageNet and WMT14 numbers are listed for context, not reproduced here."),
         Heading("Summary"),
-        Table(["task", "ResMLP", "baseline", "baseline model"], summary_rows(results)),
+        summary_table(results),
         Paragraph("Paper, for context: ImageNet top-1 " + ", ".join(f"{k} {v}" for k, v in PAPER_TOP1.items())
                   + "; WMT14 En-De tokenized BLEU " + ", ".join(f"{k} {v}" for k, v in PAPER_BLEU_EN_DE.items()) + "."),
-        *vision_section(results, report_dir),
-        *translation_section(results, report_dir),
+        *vision_section(results, work_dir, report_dir),
+        *translation_section(results, work_dir, report_dir),
         *models_section(results),
         *vision_benchmark_section(results, report_dir),
         *translation_benchmark_section(results),
         Heading("Wall time per step (minutes, when it last ran)"),
-        Table(list(walls), [[_minutes(v) for v in walls.values()]]),
+        Table([*walls, "all steps"], [[*(_minutes(v) for v in walls.values()), _minutes(sum(walls.values()))]]),
     )
-    atomic_write(report_dir / "results.json", lambda tmp: Path(tmp).write_text(json.dumps(results, indent=1)))
-    return doc.write(report_dir)[1]
+
+
+def build_report(results: dict[str, Any], work_dir: Path, report_dir: Path) -> tuple[Document, Path]:
+    """Write ``report_dir/{index.html,README.md,results.json}`` and the plots; returns the document and its HTML page."""
+    doc = report_document(results, work_dir, report_dir)
+    atomic_write_text(report_dir / "results.json", json.dumps(results, indent=1))
+    return doc, doc.write(report_dir)[1]
+
+
+README_BEGIN = "<!-- demo results: begin. Written by `python -m resmlp_suite.demo --readme` from its report; do not edit by hand. -->"
+README_END = "<!-- demo results: end -->"
+
+
+def publish_to_readme(doc: Document, report_dir: Path, readme: Path, assets_dir: Path) -> None:
+    """Put the report into ``readme`` between its demo-results markers, with its plots and results copied to ``assets_dir``,
+    so that the repository's front page shows exactly what the last run measured."""
+    text = readme.read_text(encoding="utf-8")
+    if text.count(README_BEGIN) != 1 or text.count(README_END) != 1 or text.index(README_BEGIN) > text.index(README_END):
+        raise ValueError(f"{readme} must contain the line {README_BEGIN!r} once, followed by {README_END!r}")
+    assets_dir.mkdir(parents=True, exist_ok=True)
+    for name in [*doc.images(), "results.json"]:
+        atomic_write(assets_dir / name, lambda tmp, src=report_dir / name: shutil.copyfile(src, tmp))
+    prefix = assets_dir.resolve().relative_to(readme.resolve().parent).as_posix() + "/"
+    body = doc.markdown(title=False, heading_shift=1, image_prefix=prefix)
+    head, rest = text.split(README_BEGIN)
+    tail = rest.split(README_END)[1]
+    atomic_write_text(readme, f"{head}{README_BEGIN}\n\n{body.strip()}\n\n{README_END}{tail}")
 
 
 def translation_benchmark_section(results: dict[str, Any]) -> list:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence, Union
 
-from .training.checkpoint import atomic_write
+from .files import atomic_write_text
 
 __all__ = ["Heading", "Paragraph", "Table", "Image", "Document"]
 
@@ -55,11 +55,13 @@ class Document:
         self.blocks.extend(blocks)
         return self
 
-    def markdown(self) -> str:
-        out = [f"# {self.title}", ""]
+    def markdown(self, title: bool = True, heading_shift: int = 0, image_prefix: str = "") -> str:
+        """The document as Markdown; without its title, headings moved ``heading_shift`` levels down and image
+        paths prefixed with ``image_prefix``, it fits into a section of another page."""
+        out = [f"# {self.title}", ""] if title else []
         for block in self.blocks:
             if isinstance(block, Heading):
-                out += ["#" * block.level + " " + block.text, ""]
+                out += ["#" * (block.level + heading_shift) + " " + block.text, ""]
             elif isinstance(block, Paragraph):
                 out += [block.text, ""]
             elif isinstance(block, Table):
@@ -68,7 +70,7 @@ class Document:
                 out += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in block.rows]
                 out.append("")
             else:
-                out += [f"![{block.alt}]({block.path})", ""]
+                out += [f"![{block.alt}]({image_prefix}{block.path})", ""]
         return "\n".join(out)
 
     def html(self) -> str:
@@ -90,12 +92,15 @@ class Document:
                             f"<figcaption>{html.escape(block.alt)}</figcaption></figure>")
         return _PAGE.format(title=html.escape(self.title), body="\n".join(body))
 
+    def images(self) -> list[str]:
+        return [block.path for block in self.blocks if isinstance(block, Image)]
+
     def write(self, directory: Path) -> tuple[Path, Path]:
         """Write ``README.md`` and ``index.html`` into ``directory`` (atomically); returns both paths."""
         directory.mkdir(parents=True, exist_ok=True)
         md, page = directory / "README.md", directory / "index.html"
-        atomic_write(md, lambda tmp: Path(tmp).write_text(self.markdown()))
-        atomic_write(page, lambda tmp: Path(tmp).write_text(self.html()))
+        atomic_write_text(md, self.markdown())
+        atomic_write_text(page, self.html())
         return md, page
 
 

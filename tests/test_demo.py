@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from resmlp_suite.demo import REPO
+from resmlp_suite.demo_report import README_BEGIN, README_END, publish_to_readme, report_document, summary_table
+from resmlp_suite.report import Document
 from resmlp_suite.training.metrics import read_metrics
 
 
@@ -48,3 +51,29 @@ def test_second_run_reuses_every_step(quick_demo: tuple[Path, Path], tmp_path: P
                           "--report-dir", str(tmp_path)], check=True, capture_output=True, text=True, timeout=300)
     assert out.stdout.count("re-using") == 5, out.stdout
     assert (tmp_path / "index.html").is_file()
+
+
+def test_report_replaces_the_readme_results_section(quick_demo: tuple[Path, Path], tmp_path: Path) -> None:
+    work, report = quick_demo
+    doc = report_document(json.loads((report / "results.json").read_text()), work, report)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# suite\n\n## Results\n\n{README_BEGIN}\nstale numbers\n{README_END}\n\n## Next\n")
+    publish_to_readme(doc, report, readme, tmp_path / "docs" / "results")
+    text = readme.read_text()
+    assert "stale numbers" not in text and text.startswith("# suite\n") and text.endswith(f"{README_END}\n\n## Next\n")
+    section = text.split(README_BEGIN)[1].split(README_END)[0]
+    assert section.strip() == doc.markdown(title=False, heading_shift=1, image_prefix="docs/results/").strip()
+    for png in doc.images():
+        assert (tmp_path / "docs" / "results" / png).read_bytes() == (report / png).read_bytes()
+        assert f"](docs/results/{png})" in section
+    readme.write_text("# suite without markers\n")
+    with pytest.raises(ValueError, match="demo results: begin"):
+        publish_to_readme(doc, report, readme, tmp_path / "docs" / "results")
+
+
+def test_repository_readme_shows_the_published_run() -> None:
+    """The README's results section is the report of the run whose results.json sits in docs/results."""
+    section = (REPO / "README.md").read_text().split(README_BEGIN)[1].split(README_END)[0]
+    results = json.loads((REPO / "docs" / "results" / "results.json").read_text())
+    assert Document("summary").add(summary_table(results)).markdown(title=False).strip() in section
+    assert f"Produced by `{results['meta']['command']}`" in section

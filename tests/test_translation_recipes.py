@@ -36,7 +36,7 @@ from resmlp_suite.translation.bleu import compound_split, compound_split_bleu, s
 from resmlp_suite.translation.build import build_from_flags, synthetic_dictionary
 from resmlp_suite.translation.demo import FULL, MODELS, QUICK, DemoSize, model_args, run_demo
 from resmlp_suite.translation.fairseq_tools import USER_DIR
-from resmlp_suite.translation.files import read_lines
+from resmlp_suite.files import read_lines
 from resmlp_suite.translation.generation import IncompleteGenerationError, hypotheses_in_order, read_hypotheses
 from resmlp_suite.translation.wmt14 import prepare_wmt14
 

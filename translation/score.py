@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from resmlp_suite.translation.bleu import compound_split_bleu, sacrebleu_score
-from resmlp_suite.translation.files import atomic_write_text, read_lines
+from resmlp_suite.files import atomic_write_text, read_lines
 from resmlp_suite.translation.generation import (
     GenerationSettings, hypotheses_in_order, read_hypotheses, translate,
 )

@@ -12,10 +12,12 @@ import os
 import random
 import shutil
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 import torch
+
+from ..files import atomic_write
 
 __all__ = [
     "LAST",
@@ -35,21 +37,6 @@ LAST = "last.pt"
 BEST = "best.pt"
 
 PathLike = Union[str, os.PathLike]
-
-
-def atomic_write(path: PathLike, write: Callable[[str], Any]) -> None:
-    """Call ``write(tmp)`` on a temporary file next to ``path``, then move it onto ``path``."""
-    # Write next to the target then rename: a run killed mid-write leaves the previous file intact.
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = str(path.with_name(f".{path.name}.{os.getpid()}.tmp"))
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def atomic_save(obj: Any, path: PathLike) -> None:

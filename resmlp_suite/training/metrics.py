@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-from .checkpoint import atomic_write
+from ..files import atomic_write, atomic_write_text
 
 __all__ = ["MetricsLogger", "read_metrics"]
 
@@ -66,7 +66,7 @@ class MetricsLogger:
             if key != "epoch" and isinstance(value, (int, float)):
                 self.writer.add_scalar(f"epoch/{key}", value, step)
         self.writer.flush()
-        atomic_write(self.json_path, lambda tmp: Path(tmp).write_text(json.dumps(self.rows, indent=1)))
+        atomic_write_text(self.json_path, json.dumps(self.rows, indent=1))
         atomic_write(self.csv_path, self._write_csv)
 
     def _write_csv(self, tmp: str) -> None:

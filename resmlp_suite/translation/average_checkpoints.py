@@ -14,7 +14,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from .files import atomic_open
+from ..files import atomic_open
 from .safe_load import FAIRSEQ_CHECKPOINT_GLOBALS
 
 _EPOCH_CHECKPOINT = re.compile(r"checkpoint(\d+)\.pt")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
-from .files import atomic_write_lines, atomic_write_text
+from ..files import atomic_write_lines, atomic_write_text
 
 GERMAN_ELBERFELDER = "e"
 ENGLISH_WEB = "4"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sacremoses import MosesPunctNormalizer
 
-from .files import atomic_open
+from ..files import atomic_open
 
 
 @lru_cache(maxsize=None)

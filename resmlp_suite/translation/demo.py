@@ -31,7 +31,7 @@ from .bible import ACTS, JOHN, JUDE, LUKE, MARK, MATTHEW, PHILEMON, ROMANS, buil
 from .bleu import sacrebleu_score
 from .cleaning import LengthFilter
 from .fairseq_tools import USER_DIR, run_fairseq
-from .files import atomic_open, atomic_write_lines, atomic_write_text, read_lines
+from ..files import atomic_open, atomic_write_lines, atomic_write_text, read_lines
 from .generation import GenerationSettings, translate
 from .prepare import PrepareConfig, prepare_corpus
 from .training_log import read_training_log

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .cleaning import LengthFilter, clean_parallel
 from .fairseq_tools import run_fairseq
-from .files import atomic_write_text
+from ..files import atomic_write_text
 from .subword import encode_file, train_joint_sentencepiece
 
 SPLITS = ("train", "valid", "test")

@@ -11,7 +11,7 @@ from typing import Sequence
 
 import sentencepiece as spm
 
-from .files import atomic_open
+from ..files import atomic_open
 
 
 def train_joint_sentencepiece(

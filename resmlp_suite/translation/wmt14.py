@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO, Iterator
 
 from .cleaning import normalize_line
-from .files import atomic_open, atomic_write_lines
+from ..files import atomic_open, atomic_write_lines
 from .prepare import PrepareConfig, prepare_corpus
 
 _SEGMENT = re.compile(r"<seg[^>]*>(.*)</seg>")

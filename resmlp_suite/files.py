@@ -5,21 +5,40 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterable, Iterator
+from typing import IO, Any, Callable, Iterable, Iterator, Union
+
+PathLike = Union[str, os.PathLike]
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-@contextmanager
-def atomic_open(path: Path, mode: str = "w") -> Iterator[IO]:
-    """Open a temporary file beside ``path``; it replaces ``path`` only if the block succeeds."""
-    path = Path(path)
+def _temporary_beside(path: Path) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the final file the usual mode
+    return tmp
+
+
+def atomic_write(path: PathLike, write: Callable[[str], Any]) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``; it replaces ``path`` only if ``write`` returns."""
+    tmp = _temporary_beside(Path(path))
     try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+@contextmanager
+def atomic_open(path: PathLike, mode: str = "w") -> Iterator[IO]:
+    """Open a temporary file beside ``path``; it replaces ``path`` only if the block succeeds."""
+    tmp = _temporary_beside(Path(path))
+    try:
+        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             yield f
         os.replace(tmp, path)
     except BaseException:
@@ -27,7 +46,7 @@ def atomic_open(path: Path, mode: str = "w") -> Iterator[IO]:
         raise
 
 
-def atomic_write_lines(path: Path, lines: Iterable[str]) -> int:
+def atomic_write_lines(path: PathLike, lines: Iterable[str]) -> int:
     """Write one string per line; returns the number of lines."""
     count = 0
     with atomic_open(path) as f:
@@ -39,12 +58,12 @@ def atomic_write_lines(path: Path, lines: Iterable[str]) -> int:
     return count
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: PathLike, text: str) -> None:
     with atomic_open(path) as f:
         f.write(text)
 
 
-def read_lines(path: Path) -> list[str]:
+def read_lines(path: PathLike) -> list[str]:
     """Lines of a UTF-8 text file without their newlines."""
     with open(path, encoding="utf-8") as f:
         return f.read().splitlines()
