@@ -125,7 +125,7 @@ def warm_up(models: dict[str, dict[str, torch.nn.Module]], modes: Sequence[str],
             synchronize(x.device)
             error = ((logits - reference).norm() / reference.norm()).item()
             setup[key] = {"warmup_s": time.perf_counter() - start, "logits_rel_err": error}
-            print(f"[setup] {key:28s} warm-up {setup[key]['warmup_s']:6.1f} s, logits rel. error {error:.1e}", flush=True)
+            print(f"[warm-up] {key:28s} {setup[key]['warmup_s']:6.1f} s, logits rel. error {error:.1e}", flush=True)
     return runners, setup
 
 

@@ -8,13 +8,16 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from .files import atomic_write, atomic_write_text
 from .plotting import plot_curves
 from .report import Document, Heading, Image, Paragraph, Table
-from .files import atomic_write, atomic_write_text
+from .translation.bible import book_names
+from .translation.demo import plot_demo_valid_loss
 
 # The paper's reference numbers (Table 1 top-1 on ImageNet, Table 5 BLEU on newstest2014), for context only.
 PAPER_TOP1 = {"ResMLP-S12": 76.6, "ResMLP-S24": 79.4, "ResMLP-S36": 79.7, "ResMLP-B24": 81.0}
 PAPER_BLEU_EN_DE = {"Transformer (base)": 27.3, "ResMLP-6": 26.4, "ResMLP-12": 26.8}
+COLORS = {"timm": "C7", "ours": "C0", "ours-folded": "C1"}
 
 
 def _minutes(seconds: float) -> str:
@@ -47,20 +50,19 @@ def vision_section(results: dict[str, Any], work_dir: Path, report_dir: Path) ->
     ]
 
 
-def translation_section(results: dict[str, Any], work_dir: Path, report_dir: Path) -> list:
+def translation_section(results: dict[str, Any], report_dir: Path) -> list:
     mt = results["translation"]
-    plot = work_dir / mt["work_dir"] / "valid_loss.png"
-    shutil.copyfile(plot, report_dir / "translation_valid_loss.png")
+    plot = plot_demo_valid_loss(mt, report_dir / "translation_valid_loss.png")
     rows = [[name, f"{m['params'] / 1e6:.2f} M", m["bleu"], m.get("test_sentences"), _minutes(m["train_wall_s"]),
              f"`{m['signature']}`"] for name, m in mt["models"].items()]
     return [
         Heading("Machine translation: Bible De->En (`python translation/bible_demo.py`)"),
         Paragraph("Elberfelder German -> World English Bible, split by book ("
                   + ", ".join(f"{split} {n} verses" for split, n in mt["corpus_lines"].items())
-                  + f"; test books {mt['settings']['test_books']}); both models with the same budget, beam 4, "
+                  + f"; validation {book_names(mt['settings']['valid_books'])}, test {book_names(mt['settings']['test_books'])}); both models with the same budget, beam 4, "
                   "scored with sacreBLEU on every test sentence."),
         Table(["model", "params", "sacreBLEU", "test sentences", "train minutes", "signature"], rows),
-        Image("translation_valid_loss.png", "Validation loss against updates"),
+        Image(plot.name, "Validation loss against updates"),
     ]
 
 
@@ -78,11 +80,17 @@ def vision_benchmark_section(results: dict[str, Any], report_dir: Path) -> list:
              "-" if r["vs_timm"] is None else f"{r['vs_timm']:.2f}x"] for r in bench["results"]]
     fig = Figure(figsize=(8, 3.5), layout="constrained")
     ax = fig.subplots()
-    labels = [f"{r['model']}\n{r['mode']}" for r in bench["results"]]
-    ax.bar(range(len(labels)), [r["img_per_s"] for r in bench["results"]],
-           color=[{"timm": "C7", "ours": "C0", "ours-folded": "C1"}[r["model"]] for r in bench["results"]])
-    ax.set_xticks(range(len(labels)), labels, fontsize=7)
+    modes = list(dict.fromkeys(r["mode"] for r in bench["results"]))
+    models = list(dict.fromkeys(r["model"] for r in bench["results"]))
+    width = 0.8 / len(models)
+    for i, model in enumerate(models):
+        speed = {r["mode"]: r["img_per_s"] for r in bench["results"] if r["model"] == model}
+        ax.bar([m + (i - (len(models) - 1) / 2) * width for m in range(len(modes))],
+               [speed.get(mode, 0.0) for mode in modes], width, label=model, color=COLORS.get(model, f"C{i + 2}"))
+    ax.set_xticks(range(len(modes)), modes)
     ax.set(ylabel="images / s", title=f"ResMLP-S12 inference, batch {bench['batch']}, {bench['device']}")
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
     atomic_write(report_dir / "vision_inference.png", lambda tmp: fig.savefig(tmp, format="png", dpi=120))
     roof = bench["roofline_gflop_per_s"]
     return [
@@ -109,7 +117,7 @@ def report_document(results: dict[str, Any], work_dir: Path, report_dir: Path) -
         Paragraph("Paper, for context: ImageNet top-1 " + ", ".join(f"{k} {v}" for k, v in PAPER_TOP1.items())
                   + "; WMT14 En-De tokenized BLEU " + ", ".join(f"{k} {v}" for k, v in PAPER_BLEU_EN_DE.items()) + "."),
         *vision_section(results, work_dir, report_dir),
-        *translation_section(results, work_dir, report_dir),
+        *translation_section(results, report_dir),
         *models_section(results),
         *vision_benchmark_section(results, report_dir),
         *translation_benchmark_section(results),

@@ -9,10 +9,10 @@ from typing import Optional, Sequence
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from .training.checkpoint import atomic_write
+from .files import atomic_write
 from .training.metrics import read_metrics
 
-__all__ = ["plot_curves"]
+__all__ = ["plot_curves", "plot_valid_loss"]
 
 PathLike = os.PathLike | str
 
@@ -49,6 +49,22 @@ def plot_curves(
         ax.legend(fontsize="small")
     if title:
         fig.suptitle(title)
+    out = Path(out)
+    atomic_write(out, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    return out
+
+
+def plot_valid_loss(models: dict[str, dict], out: PathLike, title: str) -> Path:
+    """Validation loss against updates, one line per model; ``models[name]`` holds ``valid_loss`` as
+    ``[[update, loss], ...]`` and ``params``."""
+    fig = Figure(figsize=(6, 4), layout="constrained")
+    ax = fig.subplots()
+    for name, model in models.items():
+        updates, losses = zip(*model["valid_loss"]) if model["valid_loss"] else ((), ())
+        ax.plot(updates, losses, marker="o", label=f"{name} ({model['params'] / 1e6:.2f} M params)")
+    ax.set(xlabel="updates", ylabel="validation loss (label-smoothed, bits/token)", title=title)
+    ax.legend()
+    ax.grid(alpha=0.3)
     out = Path(out)
     atomic_write(out, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
     return out

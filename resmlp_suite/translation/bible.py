@@ -22,6 +22,13 @@ ENGLISH_WEB = "4"
 # Book numbers in the standard Protestant order used by the database.
 MATTHEW, MARK, LUKE, JOHN, ACTS, ROMANS = 40, 41, 42, 43, 44, 45
 PHILEMON, JUDE = 57, 65
+BOOK_NAMES = {MATTHEW: "Matthew", MARK: "Mark", LUKE: "Luke", JOHN: "John", ACTS: "Acts", ROMANS: "Romans",
+              PHILEMON: "Philemon", JUDE: "Jude"}
+
+
+def book_names(books: Sequence[int]) -> str:
+    """``"Acts"`` for ``(44,)``; a book without a name here is shown by its number."""
+    return ", ".join(BOOK_NAMES.get(b, f"book {b}") for b in books)
 SPLITS = ("train", "valid", "test")
 
 # Editorial markup of these editions: [supplied words] keep their words, "(*)" marks a verse the

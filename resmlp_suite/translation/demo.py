@@ -27,11 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .bible import ACTS, JOHN, JUDE, LUKE, MARK, MATTHEW, PHILEMON, ROMANS, build_bible_corpus
+from ..plotting import plot_valid_loss
+from .bible import ACTS, JOHN, JUDE, LUKE, MARK, MATTHEW, PHILEMON, ROMANS, book_names, build_bible_corpus
 from .bleu import sacrebleu_score
 from .cleaning import LengthFilter
 from .fairseq_tools import USER_DIR, run_fairseq
-from ..files import atomic_open, atomic_write_lines, atomic_write_text, read_lines
+from ..files import atomic_write_lines, atomic_write_text, read_lines
 from .generation import GenerationSettings, translate
 from .prepare import PrepareConfig, prepare_corpus
 from .training_log import read_training_log
@@ -155,25 +156,10 @@ def evaluate_model(name: str, size: DemoSize, data_bin: Path, work_dir: Path, re
             "test_sentences": score.sentences, **json.loads(times_path.read_text())}
 
 
-def plot_valid_loss(results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, model in results["models"].items():
-        updates, losses = zip(*model["valid_loss"]) if model["valid_loss"] else ((), ())
-        ax.plot(updates, losses, marker="o", label=f"{name} ({model['params'] / 1e6:.2f} M params)")
-    ax.set_xlabel("updates")
-    ax.set_ylabel("validation loss (label-smoothed, bits/token)")
-    ax.set_title(f"De->En Bible, validation books {results['settings']['valid_books']}")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=120)
-    plt.close(fig)
+def plot_demo_valid_loss(results: dict, path: Path) -> Path:
+    """The validation curves of both models (also the demo report's figure)."""
+    return plot_valid_loss(results["models"], path,
+                           f"De->En Bible, validation loss on {book_names(results['settings']['valid_books'])}")
 
 
 def run_demo(work_dir: Path, size: DemoSize) -> dict:
@@ -182,7 +168,7 @@ def run_demo(work_dir: Path, size: DemoSize) -> dict:
     with Stopwatch() as clock:
         results = _run_steps(work_dir, size)
     results["total_wall_s"], results["total_cpu_s"] = clock.wall_s, clock.cpu_s  # this invocation only
-    plot_valid_loss(results, work_dir / "valid_loss.png")
+    plot_demo_valid_loss(results, work_dir / "valid_loss.png")
     atomic_write_text(work_dir / "results.json", json.dumps(results, indent=1))
     return results
 
