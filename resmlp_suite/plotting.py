@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional, Sequence
 
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from .files import atomic_write
+from .files import PathLike, atomic_write
 from .training.metrics import read_metrics
 
 __all__ = ["plot_curves", "plot_valid_loss"]
-
-PathLike = os.PathLike | str
 
 
 def plot_curves(

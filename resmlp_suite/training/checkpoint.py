@@ -8,7 +8,6 @@ stored as a YAML string.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import shutil
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any, Optional, Union
 import numpy as np
 import torch
 
-from ..files import atomic_write
+from ..files import PathLike, atomic_write
 
 __all__ = [
     "LAST",
@@ -35,8 +34,6 @@ _logger = logging.getLogger(__name__)
 
 LAST = "last.pt"
 BEST = "best.pt"
-
-PathLike = Union[str, os.PathLike]
 
 
 def atomic_save(obj: Any, path: PathLike) -> None:

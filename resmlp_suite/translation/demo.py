@@ -27,12 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
+from ..files import atomic_write_lines, atomic_write_text, read_lines
 from ..plotting import plot_valid_loss
 from .bible import ACTS, JOHN, JUDE, LUKE, MARK, MATTHEW, PHILEMON, ROMANS, book_names, build_bible_corpus
 from .bleu import sacrebleu_score
 from .cleaning import LengthFilter
 from .fairseq_tools import USER_DIR, run_fairseq
-from ..files import atomic_write_lines, atomic_write_text, read_lines
 from .generation import GenerationSettings, translate
 from .prepare import PrepareConfig, prepare_corpus
 from .training_log import read_training_log
