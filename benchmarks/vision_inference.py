@@ -26,7 +26,7 @@ import torch
 import torch._inductor.config
 
 import resmlp_suite  # noqa: F401  (registers resmlp_s12)
-from resmlp_suite.files import atomic_write
+from resmlp_suite.files import atomic_write_text
 from resmlp_suite.vision import fold_for_inference, load_checkpoint
 from resmlp_suite.vision.complexity import count_complexity
 
@@ -208,11 +208,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     }
     print_table(report)
     if args.json:
-        def write(tmp: str) -> None:
-            with open(tmp, "w") as f:
-                json.dump(report, f, indent=2)
-
-        atomic_write(args.json, write)
+        atomic_write_text(args.json, json.dumps(report, indent=2))
     return report
 
 

@@ -5,10 +5,19 @@ from typing import Optional
 
 import torch
 from torch import nn
-from timm.layers import DropPath, Mlp
+from timm.layers import DropPath, Mlp, trunc_normal_
 
 from .affine import Affine, LayerScale
 from .cross_token import CrossTokenLinear
+
+
+def init_resmlp_weights(module: nn.Module) -> None:
+    """The official ResMLP init, for ``Module.apply``: truncated normal 0.02 on every linear map (the
+    token-mixing matrix included), zero biases; other modules keep their own."""
+    if isinstance(module, (nn.Linear, CrossTokenLinear)):
+        trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
 
 
 class ResMLPBlock(nn.Module):

@@ -100,9 +100,8 @@ class Demo:
 
     def translation(self) -> dict[str, Any]:
         out = self.work_dir / "translation"
-        wall = _run([sys.executable, _script("translation/bible_demo.py"), "--work-dir", str(out),
-                     *self.size.translation_args])
-        return {"work_dir": str(out.relative_to(self.work_dir)), "wall_s": round(wall, 1), **json.loads((out / "results.json").read_text())}
+        _run([sys.executable, _script("translation/bible_demo.py"), "--work-dir", str(out), *self.size.translation_args])
+        return {"work_dir": str(out.relative_to(self.work_dir)), **json.loads((out / "results.json").read_text())}
 
     def models(self) -> dict[str, Any]:
         from .vision.complexity import complexity_table
@@ -111,8 +110,8 @@ class Demo:
 
     def benchmark(self, script: str, args: Sequence[str]) -> dict[str, Any]:
         out = self.work_dir / f"{Path(script).stem}.raw.json"
-        wall = _run([sys.executable, _script(script), "--json", str(out), *args])
-        return {"wall_s": round(wall, 1), **json.loads(out.read_text())}
+        _run([sys.executable, _script(script), "--json", str(out), *args])
+        return json.loads(out.read_text())
 
 
 def run(work_dir: Path, report_dir: Path, size: DemoSize, command: str, readme: bool = False) -> Path:

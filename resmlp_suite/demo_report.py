@@ -2,14 +2,11 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
-from matplotlib.figure import Figure
-
-from .files import atomic_write, atomic_write_text
-from .plotting import plot_curves
+from .files import atomic_copy, atomic_write_text
+from .plotting import plot_curves, plot_grouped_bars
 from .report import Document, Heading, Image, Paragraph, Table
 from .translation.bible import book_names
 from .translation.demo import plot_demo_valid_loss
@@ -78,20 +75,11 @@ def vision_benchmark_section(results: dict[str, Any], report_dir: Path) -> list:
     bench = results["vision_inference"]
     rows = [[r["model"], r["mode"], f"{r['img_per_s']:.1f}", f"{r['roofline_pct']:.0f}%",
              "-" if r["vs_timm"] is None else f"{r['vs_timm']:.2f}x"] for r in bench["results"]]
-    fig = Figure(figsize=(8, 3.5), layout="constrained")
-    ax = fig.subplots()
-    modes = list(dict.fromkeys(r["mode"] for r in bench["results"]))
-    models = list(dict.fromkeys(r["model"] for r in bench["results"]))
-    width = 0.8 / len(models)
-    for i, model in enumerate(models):
-        speed = {r["mode"]: r["img_per_s"] for r in bench["results"] if r["model"] == model}
-        ax.bar([m + (i - (len(models) - 1) / 2) * width for m in range(len(modes))],
-               [speed.get(mode, 0.0) for mode in modes], width, label=model, color=COLORS.get(model, f"C{i + 2}"))
-    ax.set_xticks(range(len(modes)), modes)
-    ax.set(ylabel="images / s", title=f"ResMLP-S12 inference, batch {bench['batch']}, {bench['device']}")
-    ax.legend()
-    ax.grid(axis="y", alpha=0.3)
-    atomic_write(report_dir / "vision_inference.png", lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    speeds: dict[str, dict[str, float]] = {}
+    for r in bench["results"]:
+        speeds.setdefault(r["model"], {})[r["mode"]] = r["img_per_s"]
+    plot = plot_grouped_bars(speeds, report_dir / "vision_inference.png", "images / s",
+                             f"ResMLP-S12 inference, batch {bench['batch']}, {bench['device']}", COLORS)
     roof = bench["roofline_gflop_per_s"]
     return [
         Heading("Inference speed: ResMLP-S12 (`python benchmarks/vision_inference.py`)"),
@@ -99,7 +87,7 @@ def vision_benchmark_section(results: dict[str, Any], report_dir: Path) -> list:
                   f"bf16 {roof['bf16']:.0f} GFLOP/s. Ratios are against timm's `resmlp_12_224` in the same mode, "
                   "measured interleaved in the same process."),
         Table(["model", "mode", "images/s", "% of GEMM roofline", "vs timm"], rows),
-        Image("vision_inference.png", "Images per second by model and mode"),
+        Image(plot.name, "Images per second by model and mode"),
     ]
 
 
@@ -107,7 +95,7 @@ def report_document(results: dict[str, Any], work_dir: Path, report_dir: Path) -
     """The report of the demo run in ``work_dir``; its plots are written into ``report_dir``."""
     report_dir.mkdir(parents=True, exist_ok=True)
     meta = results["meta"]
-    walls = {name: results[name]["step_wall_s"] for name in results if isinstance(results[name], dict) and "step_wall_s" in results[name]}
+    walls = {name: result["step_wall_s"] for name, result in results.items() if name != "meta"}
     doc = Document("resmlp-suite: demo report")
     return doc.add(
         Paragraph(f"Produced by `{meta['command']}` on {meta['machine']}. Small-scale runs on real data that ships "
@@ -145,7 +133,7 @@ def publish_to_readme(doc: Document, report_dir: Path, readme: Path, assets_dir:
         raise ValueError(f"{readme} must contain the line {README_BEGIN!r} once, followed by {README_END!r}")
     assets_dir.mkdir(parents=True, exist_ok=True)
     for name in [*doc.images(), "results.json"]:
-        atomic_write(assets_dir / name, lambda tmp, src=report_dir / name: shutil.copyfile(src, tmp))
+        atomic_copy(report_dir / name, assets_dir / name)
     prefix = assets_dir.resolve().relative_to(readme.resolve().parent).as_posix() + "/"
     body = doc.markdown(title=False, heading_shift=1, image_prefix=prefix)
     head, rest = text.split(README_BEGIN)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,19 +14,16 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def _temporary_beside(path: Path) -> str:
+@contextmanager
+def _replacing(path: PathLike) -> Iterator[str]:
+    """A temporary path beside ``path`` that replaces ``path`` if the block succeeds and is removed if not."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the final file the usual mode
-    return tmp
-
-
-def atomic_write(path: PathLike, write: Callable[[str], Any]) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``; it replaces ``path`` only if ``write`` returns."""
-    tmp = _temporary_beside(Path(path))
     try:
-        write(tmp)
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -33,17 +31,22 @@ def atomic_write(path: PathLike, write: Callable[[str], Any]) -> None:
         raise
 
 
+def atomic_write(path: PathLike, write: Callable[[str], Any]) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``; it replaces ``path`` only if ``write`` returns."""
+    with _replacing(path) as tmp:
+        write(tmp)
+
+
 @contextmanager
 def atomic_open(path: PathLike, mode: str = "w") -> Iterator[IO]:
     """Open a temporary file beside ``path``; it replaces ``path`` only if the block succeeds."""
-    tmp = _temporary_beside(Path(path))
-    try:
-        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
-            yield f
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with _replacing(path) as tmp, open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+        yield f
+
+
+def atomic_copy(src: PathLike, dst: PathLike) -> None:
+    """Copy ``src`` to ``dst`` with the same all-or-nothing guarantee."""
+    atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
 
 
 def atomic_write_lines(path: PathLike, lines: Iterable[str]) -> int:

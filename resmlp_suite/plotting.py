@@ -11,7 +11,7 @@ from matplotlib.ticker import MaxNLocator
 from .files import PathLike, atomic_write
 from .training.metrics import read_metrics
 
-__all__ = ["plot_curves", "plot_valid_loss"]
+__all__ = ["plot_curves", "plot_valid_loss", "plot_grouped_bars", "save_png"]
 
 
 def plot_curves(
@@ -46,9 +46,7 @@ def plot_curves(
         ax.legend(fontsize="small")
     if title:
         fig.suptitle(title)
-    out = Path(out)
-    atomic_write(out, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-    return out
+    return save_png(fig, out)
 
 
 def plot_valid_loss(models: dict[str, dict], out: PathLike, title: str) -> Path:
@@ -62,6 +60,27 @@ def plot_valid_loss(models: dict[str, dict], out: PathLike, title: str) -> Path:
     ax.set(xlabel="updates", ylabel="validation loss (label-smoothed, bits/token)", title=title)
     ax.legend()
     ax.grid(alpha=0.3)
+    return save_png(fig, out)
+
+
+def plot_grouped_bars(values: dict[str, dict[str, float]], out: PathLike, ylabel: str, title: str,
+                      colors: Optional[dict[str, str]] = None) -> Path:
+    """``values[series][group]`` as bars, the groups along the x axis and one bar per series in each."""
+    groups = list(dict.fromkeys(group for series in values.values() for group in series))
+    fig = Figure(figsize=(8, 3.5), layout="constrained")
+    ax = fig.subplots()
+    width = 0.8 / len(values)
+    for i, (name, series) in enumerate(values.items()):
+        ax.bar([g + (i - (len(values) - 1) / 2) * width for g in range(len(groups))],
+               [series.get(group, 0.0) for group in groups], width, label=name, color=(colors or {}).get(name, f"C{i}"))
+    ax.set_xticks(range(len(groups)), groups)
+    ax.set(ylabel=ylabel, title=title)
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    return save_png(fig, out)
+
+
+def save_png(fig: Figure, out: PathLike) -> Path:
     out = Path(out)
     atomic_write(out, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
     return out

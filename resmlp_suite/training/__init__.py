@@ -3,7 +3,6 @@
 from .checkpoint import (
     atomic_copy,
     atomic_save,
-    atomic_write,
     read_checkpoint,
     resolve_resume,
     rng_state,
@@ -24,7 +23,6 @@ from .precision import amp_dtype, autocast, grad_scaler
 __all__ = [
     "atomic_copy",
     "atomic_save",
-    "atomic_write",
     "read_checkpoint",
     "resolve_resume",
     "rng_state",

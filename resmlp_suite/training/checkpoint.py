@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import logging
 import random
-import shutil
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import numpy as np
 import torch
 
-from ..files import PathLike, atomic_write
+from ..files import PathLike, atomic_copy, atomic_write
 
 __all__ = [
     "LAST",
     "BEST",
-    "atomic_write",
     "atomic_save",
     "atomic_copy",
     "read_checkpoint",
@@ -39,11 +37,6 @@ BEST = "best.pt"
 def atomic_save(obj: Any, path: PathLike) -> None:
     """``torch.save`` to a temporary file in the same folder, then ``os.replace`` onto ``path``."""
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
-
-
-def atomic_copy(src: PathLike, dst: PathLike) -> None:
-    """Copy ``src`` to ``dst`` with the same all-or-nothing guarantee."""
-    atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
 
 
 def read_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> dict[str, Any]:

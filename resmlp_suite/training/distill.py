@@ -71,4 +71,4 @@ def create_teacher(
         raise FileNotFoundError(f"distill.teacher_checkpoint={checkpoint!r} does not exist")
     teacher = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
     timm.models.load_checkpoint(teacher, checkpoint, strict=True)
-    return teacher.to(device).eval().requires_grad_(False)
+    return teacher.to(device)  # DistillationLoss freezes it

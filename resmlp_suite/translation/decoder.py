@@ -134,8 +134,9 @@ class ResMLPDecoder(FairseqIncrementalDecoder):
         if encoder_out is None:
             raise ValueError("the ResMLP decoder needs the encoder output (it has no language-model mode)")
         check_length(prev_output_tokens.size(1), self.max_target_positions, "max_target_positions")
-        if prev_output_tokens[:, 0].eq(self.padding_idx).any():
-            # Causal mixing by absolute position: a left pad would shift the whole sentence.
+        # Causal mixing by absolute position: a left pad would shift the whole sentence. Checked once per
+        # batch, not at every decoding step (the generator's prefixes start with EOS).
+        if incremental_state is None and prev_output_tokens[:, 0].eq(self.padding_idx).any():
             raise ValueError("the ResMLP decoder expects right-padded targets; do not pass --left-pad-target True")
         enc = encoder_out["encoder_out"][0]
         enc_mask = encoder_out["encoder_padding_mask"][0] if encoder_out["encoder_padding_mask"] else None

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-TOOLS = ("preprocess", "train", "generate", "validate", "hydra_train")
+TOOLS = ("preprocess", "train", "generate")
 # The plugin's fairseq user dir (``--user-dir``): registers resmlp_seq2seq, keeps every sentence in a batch.
 USER_DIR = Path(__file__).resolve().parents[2] / "translation" / "resmlp_mt"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 from .fairseq_tools import run_fairseq
 
@@ -29,8 +29,7 @@ class GenerationSettings:
 
 
 def generate_args(data_bin: Path, checkpoint: Path, results_dir: Path, subset: str = "test",
-                  settings: GenerationSettings = GenerationSettings(), user_dir: Optional[Path] = None,
-                  extra: Sequence[str] = ()) -> list[str]:
+                  settings: GenerationSettings = GenerationSettings(), user_dir: Optional[Path] = None) -> list[str]:
     args = [
         data_bin, "--path", checkpoint, "--gen-subset", subset, "--results-path", results_dir,
         "--beam", settings.beam, "--lenpen", settings.lenpen, "--max-tokens", settings.max_tokens,
@@ -39,7 +38,7 @@ def generate_args(data_bin: Path, checkpoint: Path, results_dir: Path, subset: s
     ]
     if user_dir is not None:
         args += ["--user-dir", user_dir]
-    return [str(a) for a in [*args, *extra]]
+    return [str(a) for a in args]
 
 
 def read_hypotheses(generate_output: Path) -> dict[int, str]:
@@ -70,10 +69,9 @@ def hypotheses_in_order(hypotheses: dict[int, str], num_sentences: int) -> list[
 
 
 def translate(data_bin: Path, checkpoint: Path, results_dir: Path, num_sentences: int, subset: str = "test",
-              settings: GenerationSettings = GenerationSettings(), user_dir: Optional[Path] = None,
-              extra: Sequence[str] = ()) -> list[str]:
+              settings: GenerationSettings = GenerationSettings(), user_dir: Optional[Path] = None) -> list[str]:
     """Run fairseq-generate into ``results_dir``; returns the hypotheses in sentence order."""
     results_dir = Path(results_dir)
-    run_fairseq("generate", generate_args(data_bin, checkpoint, results_dir, subset, settings, user_dir, extra),
+    run_fairseq("generate", generate_args(data_bin, checkpoint, results_dir, subset, settings, user_dir),
                 log_file=results_dir / "generate.log")
     return hypotheses_in_order(read_hypotheses(results_dir / f"generate-{subset}.txt"), num_sentences)

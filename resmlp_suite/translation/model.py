@@ -13,22 +13,11 @@ from typing import Any
 
 from fairseq.models import FairseqEncoderDecoderModel, register_model, register_model_architecture
 from fairseq.models.transformer import Embedding
-from timm.layers import trunc_normal_
-from torch import nn
 
-from ..cross_token import CrossTokenLinear
+from ..block import init_resmlp_weights
 from .config import ResMLPSeq2SeqConfig, fill_defaults
 from .decoder import ResMLPDecoder
 from .encoder import ResMLPEncoder
-
-
-def init_block_weights(module: nn.Module) -> None:
-    # The official ResMLP init (truncated normal 0.02, zero biases) on the token-mixing and FFN maps;
-    # embeddings and cross-attention keep fairseq's initialisation.
-    if isinstance(module, (nn.Linear, CrossTokenLinear)):
-        trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
 
 
 @register_model("resmlp_seq2seq", dataclass=ResMLPSeq2SeqConfig)
@@ -57,9 +46,10 @@ class ResMLPSeq2SeqModel(FairseqEncoderDecoderModel):
             decoder_embed = Embedding(len(tgt_dict), cfg.decoder_embed_dim, tgt_dict.pad())
         encoder = ResMLPEncoder(cfg, src_dict, encoder_embed)
         decoder = ResMLPDecoder(cfg, tgt_dict, decoder_embed)
+        # The ResMLP init on the token-mixing and FFN maps; embeddings and cross-attention keep fairseq's.
         for block in [*encoder.layers, *decoder.layers]:
-            block.linear_tokens.apply(init_block_weights)
-            block.mlp_channels.apply(init_block_weights)
+            block.linear_tokens.apply(init_resmlp_weights)
+            block.mlp_channels.apply(init_resmlp_weights)
         return cls(encoder, decoder)
 
 

@@ -7,7 +7,6 @@ from typing import Any, Mapping, Optional
 
 import torch
 from omegaconf import OmegaConf
-from timm.utils import accuracy
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
@@ -41,8 +40,9 @@ def evaluate(
     With fewer than 5 classes "top5" is top-``num_classes`` (100 by definition).
     """
     model.eval()
-    # loss sum, top-1 hits, top-5 hits, samples: summed exactly, then over processes
+    # loss sum, top-1 hits, top-5 hits, samples: hits counted as integers, then summed over processes
     totals = torch.zeros(4, dtype=torch.float64, device=device)
+    count = 0
     for images, targets in tqdm(loader, desc="eval", disable=not progress, leave=False, dynamic_ncols=True):
         images = images.to(device, non_blocking=True)
         targets = targets.to(device, non_blocking=True)
@@ -51,16 +51,12 @@ def evaluate(
         with autocast(device, amp):
             logits = model(images)
         logits = logits.float()
-        n = targets.numel()
-        top1, top5 = accuracy(logits, targets, topk=(1, min(5, logits.shape[1])))
-        totals += torch.stack(
-            [
-                F.cross_entropy(logits, targets, reduction="sum"),
-                top1 * n / 100,
-                top5 * n / 100,
-                torch.tensor(float(n), device=device),
-            ]
+        count += targets.numel()
+        hits = logits.topk(min(5, logits.shape[1]), dim=1).indices.eq(targets[:, None])
+        totals[:3] += torch.stack(
+            [F.cross_entropy(logits, targets, reduction="sum"), hits[:, 0].sum(), hits.any(dim=1).sum()]
         ).double()
+    totals[3] = count
     all_reduce_sum(totals)
     loss, hits1, hits5, count = totals.tolist()
     if count == 0:

@@ -11,12 +11,11 @@ from typing import Any, Optional
 
 import torch
 from torch import nn
-from timm.layers import PatchEmbed, to_2tuple, trunc_normal_
+from timm.layers import PatchEmbed, to_2tuple
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
 from ..affine import Affine
-from ..block import ResMLPBlock
-from ..cross_token import CrossTokenLinear
+from ..block import ResMLPBlock, init_resmlp_weights
 
 __all__ = ["ResMLP"]
 
@@ -71,16 +70,7 @@ class ResMLP(nn.Module):
         self.norm = Affine(embed_dim)
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        # The official code's init: truncated normal 0.02 on every linear map (the token-mixing
-        # matrix included), zero biases; convolutions keep PyTorch's default as in the DeiT repo.
-        if isinstance(module, (nn.Linear, CrossTokenLinear)):
-            trunc_normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
+        self.apply(init_resmlp_weights)  # convolutions keep PyTorch's default, as in the DeiT repo
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:

@@ -93,8 +93,7 @@ def _check_config(cfg: DictConfig, env: DistEnv) -> None:
         raise ValueError(
             f"train.batch_size (global) = {t.batch_size} is not divisible by the {env.world_size} processes"
         )
-    if cfg.optim.lr_scaling not in LR_SCALINGS:
-        raise ValueError(f"optim.lr_scaling must be one of {LR_SCALINGS}, got {cfg.optim.lr_scaling!r}")
+    scaled_lr(cfg.optim.lr, t.batch_size, cfg.optim.lr_base_batch, cfg.optim.lr_scaling)
 
 
 class Trainer:
@@ -290,11 +289,10 @@ class Trainer:
                     metrics.scalar("train/loss", value, self.step)
                     metrics.scalar("train/lr", lr, self.step)
         elapsed = time.perf_counter() - start
-        stats = all_reduce_sum(
-            torch.stack([loss_sum, torch.tensor(float(len(self.train_loader)), dtype=torch.float64, device=env.device)])
-        )
+        # Every process runs len(train_loader) steps (the samplers split the data evenly).
+        steps = env.world_size * len(self.train_loader)
         return {
-            "train_loss": self._finite(stats[0].item() / stats[1].item()),
+            "train_loss": self._finite(all_reduce_sum(loss_sum).item() / steps),
             "lr": self.optimizer.param_groups[0]["lr"],
             "train_time_s": elapsed,
             "train_img_per_s": len(self.train_loader) * t.batch_size / elapsed,

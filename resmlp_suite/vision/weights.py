@@ -24,7 +24,8 @@ from safetensors.torch import save_file
 from torch import nn
 from timm.models import clean_state_dict, load_state_dict
 
-from ..training.checkpoint import atomic_write
+from ..files import PathLike, atomic_write
+from ..training.checkpoint import atomic_save
 
 __all__ = [
     "LAYOUTS",
@@ -202,7 +203,7 @@ def load_checkpoint(model: nn.Module, source: Source) -> Layout:
     return layout
 
 
-def save_state_dict(state_dict: Mapping[str, torch.Tensor], path: Union[str, os.PathLike], wrap_model: bool = False) -> None:
+def save_state_dict(state_dict: Mapping[str, torch.Tensor], path: PathLike, wrap_model: bool = False) -> None:
     """Write ``state_dict`` to ``path`` atomically: ``.safetensors`` by extension, otherwise ``torch.save``,
     as ``{"model": state_dict}`` when ``wrap_model`` (the official release format)."""
     # Clones: safetensors refuses aliased or non-contiguous tensors.
@@ -211,4 +212,4 @@ def save_state_dict(state_dict: Mapping[str, torch.Tensor], path: Union[str, os.
         # One flat dict of tensors: a {"model": ...} wrapper cannot be stored in safetensors.
         atomic_write(path, lambda tmp: save_file(tensors, tmp))
     else:
-        atomic_write(path, lambda tmp: torch.save({"model": tensors} if wrap_model else tensors, tmp))
+        atomic_save({"model": tensors} if wrap_model else tensors, path)
