@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 from contextlib import nullcontext
@@ -26,6 +25,7 @@ import torch
 import torch._inductor.config
 
 import resmlp_suite  # noqa: F401  (registers resmlp_s12)
+from resmlp_suite.device_info import device_name
 from resmlp_suite.files import atomic_write_text
 from resmlp_suite.vision import fold_for_inference, load_checkpoint
 from resmlp_suite.vision.complexity import count_complexity
@@ -89,17 +89,6 @@ def time_calls(fn: Callable[[], object], iters: int, device: torch.device) -> fl
         fn()
     synchronize(device)
     return (time.perf_counter() - start) / iters
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        with open("/proc/cpuinfo") as f:
-            models = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        return models[0]
-    except (OSError, IndexError):
-        return platform.processor() or platform.machine()
 
 
 def gemm_runner(dtype: torch.dtype, size: int, device: torch.device) -> Callable[[], torch.Tensor]:

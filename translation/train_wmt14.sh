@@ -35,7 +35,8 @@ case $model in
         # ResMLP-6; Adagrad lr 0.2, linear warm-up over 32k updates then constant; dropout 0.15 En-De, 0.1 En-Fr.
         if [ "$tgt" = de ]; then dropout=0.15; else dropout=0.1; fi
         recipe=(--arch resmlp_seq2seq --layerscale-init 0.2 --dropout "$dropout"
-                --optimizer adagrad --weight-decay 0.0 --lr 0.2 --lr-scheduler fixed --warmup-updates 32000) ;;
+                --optimizer adagrad --weight-decay 0.0 --lr 0.2 --lr-scheduler fixed --warmup-updates 32000
+                --fp16-no-flatten-grads) ;;  # fairseq's fp16 optimizer cannot flatten Adagrad's parameters
     transformer)
         # Transformer base; Adam (0.9, 0.98), lr 5e-4, inverse_sqrt with 4k warm-up; dropout 0.3 En-De, 0.1 En-Fr.
         if [ "$tgt" = de ]; then dropout=0.3; else dropout=0.1; fi

@@ -8,8 +8,14 @@ from fairseq.models.transformer import DEFAULT_MAX_SOURCE_POSITIONS, DEFAULT_MAX
 from fairseq.utils import safe_getattr
 from torch import nn
 
+from ..block import NORM_LAYERS
+from ..token_mixers import INIT_SCHEMES, TOKEN_MIXERS
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU}
 ACTIVATION_CHOICES = ChoiceEnum(list(ACTIVATIONS))
+TOKEN_MIXER_CHOICES = ChoiceEnum(list(TOKEN_MIXERS))
+TOKEN_MIXER_INIT_CHOICES = ChoiceEnum(list(INIT_SCHEMES))
+NORM_CHOICES = ChoiceEnum(list(NORM_LAYERS))
 
 
 @dataclass
@@ -32,6 +38,21 @@ class ResMLPSeq2SeqConfig(FairseqDataclass):
     decoder_layers: int = field(default=6, metadata={"help": "number of decoder blocks"})
     decoder_attention_heads: int = field(default=8, metadata={"help": "heads of the encoder-decoder attention"})
     layerscale_init: float = field(default=0.2, metadata={"help": "initial LayerScale of every residual branch"})
+    token_mixer: TOKEN_MIXER_CHOICES = field(
+        default="dense",
+        metadata={"help": "token mixing of the self-attention sublayers: dense (the paper's T x T matrix), "
+                          "toeplitz (one weight per relative offset), multihead (a matrix per channel group)"},
+    )
+    token_mixer_init: TOKEN_MIXER_INIT_CHOICES = field(
+        default="trunc_normal",
+        metadata={"help": "init of the token-mixing matrices: trunc_normal (std 0.02, the vision code's), "
+                          "average (each row a uniform average of the tokens it sees), identity (plus noise)"},
+    )
+    token_mixer_heads: int = field(default=4, metadata={"help": "matrices per sublayer of --token-mixer multihead"})
+    normalization: NORM_CHOICES = field(
+        default="affine",
+        metadata={"help": "pre-norm of every sublayer and the final norms: affine (ResMLP's) or layernorm"},
+    )
     # On fairseq's command line these flags are shared with the translation task's length filter,
     # so the token-mixing matrices are exactly as large as the longest sentence training admits.
     max_source_positions: int = field(
@@ -85,6 +106,13 @@ def check_length(num_tokens: int, limit: int, option: str) -> None:
         )
 
 
+def token_mixer_kwargs(cfg: Any) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"init": str(cfg.token_mixer_init)}
+    if str(cfg.token_mixer) == "multihead":
+        kwargs["heads"] = cfg.token_mixer_heads
+    return kwargs
+
+
 def block_options(cfg: Any, side: str) -> dict[str, Any]:
     """Keyword arguments of the :class:`~resmlp_suite.block.ResMLPBlock` s of ``side`` ("encoder"/"decoder")."""
     return dict(
@@ -95,4 +123,7 @@ def block_options(cfg: Any, side: str) -> dict[str, Any]:
         act_layer=ACTIVATIONS[str(cfg.activation_fn)],
         act_drop=cfg.activation_dropout,
         mlp_hidden_dim=getattr(cfg, f"{side}_ffn_embed_dim"),
+        token_mixer=str(cfg.token_mixer),
+        token_mixer_kwargs=token_mixer_kwargs(cfg),
+        norm_layer=str(cfg.normalization),
     )

@@ -3,14 +3,13 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-import torch
 from fairseq.incremental_decoding_utils import with_incremental_state
 from fairseq.models import FairseqIncrementalDecoder
 from fairseq.modules import MultiheadAttention
 from torch import Tensor, nn
 
-from ..affine import Affine, LayerScale
-from ..block import ResMLPBlock
+from ..affine import LayerScale
+from ..block import ResMLPBlock, create_norm
 from .config import block_options, check_length
 from .embedding import TokenEmbedding
 
@@ -21,15 +20,15 @@ IncrementalState = dict[str, dict[str, Optional[Tensor]]]
 class ResMLPDecoderLayer(ResMLPBlock):
     """A causal ResMLP block with a cross-attention sublayer between token and channel mixing.
 
-    Each sublayer is ``x + LayerScale(dropout(f(Affine(x))))``. In incremental decoding the layer
-    caches the Affine-normalised inputs of the positions decoded so far: a step applies row ``t``
-    of the lower-triangular ``A`` to that history (``O(t * C)``) instead of recomputing the prefix.
+    Each sublayer is ``x + LayerScale(dropout(f(norm(x))))``. In incremental decoding the token mixer
+    keeps its own state (:meth:`~resmlp_suite.token_mixers.TokenMixer.step`): a step applies row ``t``
+    of the lower-triangular ``A`` to the normalised inputs seen so far, never recomputing the prefix.
     """
 
     def __init__(self, cfg: Any) -> None:
         super().__init__(**block_options(cfg, "decoder"), causal=True)
         dim = cfg.decoder_embed_dim
-        self.encoder_attn_norm = Affine(dim)
+        self.encoder_attn_norm = create_norm(str(cfg.normalization), dim)
         self.encoder_attn = MultiheadAttention(
             dim,
             cfg.decoder_attention_heads,
@@ -47,20 +46,23 @@ class ResMLPDecoderLayer(ResMLPBlock):
         encoder_out: Tensor,
         encoder_padding_mask: Optional[Tensor],
         incremental_state: Optional[IncrementalState] = None,
+        position: int = 0,
     ) -> Tensor:
-        """``x`` (B, T, C) -> (B, T, C); with ``incremental_state``, ``x`` is the newest position only."""
-        x = self.token_mixing(x) if incremental_state is None else self.token_mixing_step(x, incremental_state)
+        """``x`` (B, T, C) -> (B, T, C); with ``incremental_state``, ``x`` is the newest position only
+        and ``position`` its index in the target."""
+        if incremental_state is None:
+            x = self.token_mixing(x)
+        else:
+            x = self.token_mixing_step(x, incremental_state, position)
         x = self.encoder_attention(x, encoder_out, encoder_padding_mask, incremental_state)
         return self.channel_mixing(x)
 
-    def token_mixing_step(self, x: Tensor, incremental_state: IncrementalState) -> Tensor:
-        """Causal token mixing of the newest position ``x`` (B, 1, C) from the cached history."""
-        history = self.norm1(x)
-        cache = self.get_incremental_state(incremental_state, "token_mixing")
-        if cache is not None and cache["history"] is not None:
-            history = torch.cat([cache["history"], history], dim=1)
-        self.set_incremental_state(incremental_state, "token_mixing", {"history": history})
-        return self._residual(x, self.drop_tokens(self.linear_tokens.step(history)), self.ls1)
+    def token_mixing_step(self, x: Tensor, incremental_state: IncrementalState, position: int) -> Tensor:
+        """Causal token mixing of the newest position ``x`` (B, 1, C) from the mixer's cached state."""
+        state = self.get_incremental_state(incremental_state, "token_mixing") if position > 0 else None
+        mixed, state = self.linear_tokens.step(self.norm1(x), state, position)
+        self.set_incremental_state(incremental_state, "token_mixing", state)
+        return self._residual(x, self.drop_tokens(mixed), self.ls1)
 
     def encoder_attention(
         self,
@@ -83,14 +85,13 @@ class ResMLPDecoderLayer(ResMLPBlock):
 
     def reorder_incremental_state(self, incremental_state: IncrementalState, new_order: Tensor) -> None:
         """Beam search reorders (and drops finished) hypotheses: follow it along the batch axis."""
-        cache = self.get_incremental_state(incremental_state, "token_mixing")
-        if cache is not None and cache["history"] is not None:
-            cache["history"] = cache["history"].index_select(0, new_order)
-            self.set_incremental_state(incremental_state, "token_mixing", cache)
+        state = self.get_incremental_state(incremental_state, "token_mixing")
+        if state is not None:
+            self.set_incremental_state(incremental_state, "token_mixing", self.linear_tokens.reorder_state(state, new_order))
 
 
 class ResMLPDecoder(FairseqIncrementalDecoder):
-    """Embeddings, ``decoder_layers`` :class:`ResMLPDecoderLayer`, a final Affine, the output projection."""
+    """Embeddings, ``decoder_layers`` :class:`ResMLPDecoderLayer`, a final norm, the output projection."""
 
     def __init__(self, cfg: Any, dictionary: Any, embed_tokens: nn.Embedding) -> None:
         super().__init__(dictionary)
@@ -99,7 +100,7 @@ class ResMLPDecoder(FairseqIncrementalDecoder):
         self.embed = TokenEmbedding(cfg, embed_tokens, cfg.max_target_positions)
         self.layers = nn.ModuleList([ResMLPDecoderLayer(cfg) for _ in range(cfg.decoder_layers)])
         dim = cfg.decoder_embed_dim
-        self.layer_norm = Affine(dim)
+        self.layer_norm = create_norm(str(cfg.normalization), dim)
         self.output_projection = nn.Linear(dim, len(dictionary), bias=False)
         if cfg.share_decoder_input_output_embed:
             self.output_projection.weight = embed_tokens.weight
@@ -142,8 +143,9 @@ class ResMLPDecoder(FairseqIncrementalDecoder):
         enc_mask = encoder_out["encoder_padding_mask"][0] if encoder_out["encoder_padding_mask"] else None
         x = self.embed(prev_output_tokens, incremental_state)
         inner_states = [x]
+        position = prev_output_tokens.size(1) - 1  # of the newest token, in incremental decoding
         for layer in self.layers:
-            x = layer(x, enc, enc_mask, incremental_state)
+            x = layer(x, enc, enc_mask, incremental_state, position)
             inner_states.append(x)
         # Cross-attention runs over the encoder's right-padded layout, not the caller's source
         # layout, so its weights are not returned as alignments.

@@ -108,18 +108,23 @@ def model_args(name: str, size: DemoSize) -> list[str]:
     return [str(a) for a in [*arch, *widths, "--share-all-embeddings"]]
 
 
-def train_args(name: str, size: DemoSize, data_bin: Path, save_dir: Path) -> list[str]:
-    """The shared budget: same data, batch, optimiser, schedule, updates and validation points."""
+def train_args(name: str, size: DemoSize, data_bin: Path, save_dir: Path, seed: int = 1,
+               options: Sequence[str] = (), keep_checkpoints: int = 1) -> list[str]:
+    """The shared budget: same data, batch, optimiser, schedule, updates and validation points.
+
+    ``options`` (model or recipe flags) come last, so they override; ``keep_checkpoints`` interval
+    checkpoints (one per validation) are kept besides ``checkpoint_last.pt``.
+    """
     return [str(a) for a in [
         data_bin, "--user-dir", USER_DIR, "--task", "translation", "--source-lang", SOURCE, "--target-lang", TARGET,
         *model_args(name, size), "--dropout", size.dropout,
         "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", 0.1,
         "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--clip-norm", 0.0,
         "--lr", size.lr, "--lr-scheduler", "inverse_sqrt", "--warmup-updates", size.warmup_updates,
-        "--max-tokens", size.max_tokens, "--max-update", size.max_update, "--seed", 1, "--num-workers", 0,
+        "--max-tokens", size.max_tokens, "--max-update", size.max_update, "--seed", seed, "--num-workers", 0,
         "--validate-interval-updates", size.validate_every, "--save-interval-updates", size.validate_every,
-        "--keep-interval-updates", 1, "--no-epoch-checkpoints", "--save-dir", save_dir,
-        "--log-format", "json", "--log-interval", max(size.validate_every // 5, 1), "--no-progress-bar",
+        "--keep-interval-updates", keep_checkpoints, "--no-epoch-checkpoints", "--save-dir", save_dir,
+        "--log-format", "json", "--log-interval", max(size.validate_every // 5, 1), "--no-progress-bar", *options,
     ]]
 
 
@@ -173,20 +178,26 @@ def run_demo(work_dir: Path, size: DemoSize) -> dict:
     return results
 
 
+def prepare_bible(work_dir: Path, size: DemoSize) -> tuple[dict[str, int], Path, list[str]]:
+    """Corpus, joint sentencepiece vocabulary and data-bin in ``work_dir`` (reused when there):
+    returns the line counts, the data-bin and the test references."""
+    corpus_dir = work_dir / "corpus"
+    lines = build_bible_corpus(corpus_dir, SOURCE, TARGET, size.valid_books, size.test_books, size.train_books)
+    print(f"[bible] corpus: {lines} sentence pairs (valid books {size.valid_books}, test books {size.test_books})",
+          flush=True)
+    prepare = PrepareConfig(SOURCE, TARGET, vocab_size=size.vocab_size,
+                            length_filter=LengthFilter(max_len=size.max_positions - 1))
+    data_bin = prepare_corpus(corpus_dir, work_dir, prepare)
+    return lines, data_bin, read_lines(corpus_dir / f"test.{TARGET}")
+
+
 def _run_steps(work_dir: Path, size: DemoSize) -> dict:
     settings = json.dumps(dataclasses.asdict(size), indent=1)
     if (work_dir / "settings.json").is_file() and (work_dir / "settings.json").read_text() != settings:
         raise ValueError(f"{work_dir} holds a demo run with other settings ({work_dir / 'settings.json'}); "
                          "pass another --work-dir")
     atomic_write_text(work_dir / "settings.json", settings)
-    corpus_dir = work_dir / "corpus"
-    lines = build_bible_corpus(corpus_dir, SOURCE, TARGET, size.valid_books, size.test_books, size.train_books)
-    print(f"[demo] corpus: {lines} sentence pairs (valid books {size.valid_books}, test books {size.test_books})",
-          flush=True)
-    prepare = PrepareConfig(SOURCE, TARGET, vocab_size=size.vocab_size,
-                            length_filter=LengthFilter(max_len=size.max_positions - 1))
-    data_bin = prepare_corpus(corpus_dir, work_dir, prepare)
-    references = read_lines(corpus_dir / f"test.{TARGET}")
+    lines, data_bin, references = prepare_bible(work_dir, size)
 
     results: dict = {"settings": dataclasses.asdict(size), "corpus_lines": lines, "models": {}}
     for name in MODELS:

@@ -8,14 +8,13 @@ from fairseq.models import FairseqEncoder
 from fairseq.models.transformer import TransformerEncoderBase
 from torch import Tensor, nn
 
-from ..affine import Affine
-from ..block import ResMLPBlock
+from ..block import ResMLPBlock, create_norm
 from .config import block_options, check_length
 from .embedding import TokenEmbedding
 
 
 class ResMLPEncoder(FairseqEncoder):
-    """Embeddings, ``encoder_layers`` ResMLP blocks, a final Affine.
+    """Embeddings, ``encoder_layers`` ResMLP blocks, a final norm (Affine by default).
 
     The token-mixing matrix indexes absolute positions, so every sentence must start at position 0:
     fairseq's left-padded batches (its default ``--left-pad-source``) are turned into right-padded
@@ -31,7 +30,7 @@ class ResMLPEncoder(FairseqEncoder):
         self.layers = nn.ModuleList(
             [ResMLPBlock(**block_options(cfg, "encoder"), causal=False) for _ in range(cfg.encoder_layers)]
         )
-        self.layer_norm = Affine(embed_tokens.embedding_dim)
+        self.layer_norm = create_norm(str(cfg.normalization), embed_tokens.embedding_dim)
 
     @property
     def embed_tokens(self) -> nn.Embedding:

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from .plugin import USER_DIR  # noqa: F401  (the --user-dir every caller passes: registers resmlp_seq2seq)
+
 TOOLS = ("preprocess", "train", "generate")
-# The plugin's fairseq user dir (``--user-dir``): registers resmlp_seq2seq, keeps every sentence in a batch.
-USER_DIR = Path(__file__).resolve().parents[2] / "translation" / "resmlp_mt"
 
 
 def fairseq_command(tool: str, args: Sequence[str]) -> list[str]:

@@ -26,6 +26,7 @@ class GenerationSettings:
     max_len_a: float = 0.0
     max_len_b: int = 200
     post_process: str = "sentencepiece"
+    fp16: bool = False  # half-precision decoding (GPU)
 
 
 def generate_args(data_bin: Path, checkpoint: Path, results_dir: Path, subset: str = "test",
@@ -36,6 +37,8 @@ def generate_args(data_bin: Path, checkpoint: Path, results_dir: Path, subset: s
         "--max-len-a", settings.max_len_a, "--max-len-b", settings.max_len_b,
         "--post-process", settings.post_process, "--required-batch-size-multiple", 1,
     ]
+    if settings.fp16:
+        args.append("--fp16")
     if user_dir is not None:
         args += ["--user-dir", user_dir]
     return [str(a) for a in args]

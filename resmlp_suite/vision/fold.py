@@ -26,6 +26,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from ..affine import Affine
 from ..block import ResMLPBlock
 from .resmlp import ResMLP
 
@@ -96,8 +97,13 @@ class FoldedResMLPBlock(nn.Module):
         Returns the folded block and the constant its output lacks. Arithmetic is done in float64, the
         result stored in the block's dtype (``scale``) and ``gemm_dtype`` (default: the block's dtype).
         """
-        if block.linear_tokens.causal:
+        mixer = block.linear_tokens
+        if mixer.causal:
             raise ValueError("fold_for_inference folds bidirectional (image) blocks; got a causal token-mixing layer")
+        if mixer.heads != 1:
+            raise ValueError(f"fold_for_inference folds one token-mixing matrix per block; got {mixer.heads} heads")
+        if not (isinstance(block.norm1, Affine) and isinstance(block.norm2, Affine)):
+            raise TypeError(f"fold_for_inference folds Affine normalisation, got {type(block.norm1).__name__}")
         act = block.mlp_channels.act
         if not isinstance(act, nn.GELU):
             raise TypeError(f"fold_for_inference supports GELU channel MLPs, got {type(act).__name__}")
@@ -105,7 +111,9 @@ class FoldedResMLPBlock(nn.Module):
         alpha1, beta1 = f64["norm1.alpha"], f64["norm1.beta"]
         alpha2, beta2 = f64["norm2.alpha"], f64["norm2.beta"]
         gamma1, gamma2 = f64["ls1.gamma"], f64["ls2.gamma"]
-        tokens, token_bias = f64["linear_tokens.weight"], f64.get("linear_tokens.bias")
+        tokens = mixer.mixing_matrix(mixer.max_tokens).double()
+        token_bias = mixer.token_bias(mixer.max_tokens)
+        token_bias = None if token_bias is None else token_bias.double()
         w1, b1 = f64["mlp_channels.fc1.weight"], f64["mlp_channels.fc1.bias"]
         w2, b2 = f64["mlp_channels.fc2.weight"], f64["mlp_channels.fc2.bias"]
         carry = carry.double()
@@ -164,6 +172,8 @@ def fold_for_inference(model: ResMLP, gemm_dtype: Optional[torch.dtype] = None) 
     """
     if not isinstance(model, ResMLP):
         raise TypeError(f"fold_for_inference expects a resmlp_suite ResMLP, got {type(model).__name__}")
+    if not isinstance(model.norm, Affine):
+        raise TypeError(f"fold_for_inference folds Affine normalisation, got {type(model.norm).__name__}")
     folded = copy.deepcopy(model).eval().requires_grad_(False)
     carry = torch.zeros(model.embed_dim, dtype=torch.float64, device=model.norm.alpha.device)
     blocks = []

@@ -14,14 +14,18 @@ from torch import nn
 from timm.layers import PatchEmbed, to_2tuple
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
-from ..affine import Affine
-from ..block import ResMLPBlock, init_resmlp_weights
+from ..block import NormSpec, ResMLPBlock, create_norm, init_resmlp_weights
+from ..token_mixers import TokenMixerSpec
 
 __all__ = ["ResMLP"]
 
 
 class ResMLP(nn.Module):
-    """Patch embedding, ``depth`` ResMLP blocks, a final Affine, average pooling over patches, a linear head."""
+    """Patch embedding, ``depth`` ResMLP blocks, a final Affine, average pooling over patches, a linear head.
+
+    ``token_mixer`` / ``token_mixer_kwargs`` / ``norm_layer`` choose research variants of the blocks
+    (see :class:`~resmlp_suite.block.ResMLPBlock`); the defaults are the paper's and load its weights.
+    """
 
     def __init__(
         self,
@@ -37,6 +41,9 @@ class ResMLP(nn.Module):
         proj_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         global_pool: str = "avg",
+        token_mixer: TokenMixerSpec = "dense",
+        token_mixer_kwargs: Optional[dict[str, Any]] = None,
+        norm_layer: NormSpec = "affine",
     ) -> None:
         super().__init__()
         img_size = to_2tuple(img_size)
@@ -62,12 +69,15 @@ class ResMLP(nn.Module):
                     init_values=init_values,
                     drop=proj_drop_rate,
                     drop_path=drop_path_rate,
+                    token_mixer=token_mixer,
+                    token_mixer_kwargs=token_mixer_kwargs,
+                    norm_layer=norm_layer,
                 )
                 for _ in range(depth)
             ]
         )
         self.feature_info = [dict(num_chs=embed_dim, reduction=patch_size, module=f"blocks.{i}") for i in range(depth)]
-        self.norm = Affine(embed_dim)
+        self.norm = create_norm(norm_layer, embed_dim)
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         self.apply(init_resmlp_weights)  # convolutions keep PyTorch's default, as in the DeiT repo
