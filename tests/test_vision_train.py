@@ -106,6 +106,17 @@ def test_every_preset_composes(experiment):
     assert cfg.data.name in ("imagefolder", "fashion_mnist")
 
 
+@pytest.mark.parametrize("mixer", ["dense", "toeplitz", "multihead"])
+def test_token_mixer_is_one_hydra_option(mixer):
+    from resmlp_suite.token_mixers import TOKEN_MIXERS
+    from resmlp_suite.vision.model_factory import create_model_from_config
+
+    cfg = compose_cfg(["experiment=fmnist_tiny", f"model.kwargs.token_mixer={mixer}", "++model.kwargs.depth=1"])
+    model = create_model_from_config(cfg.model, num_classes=10)
+    assert type(model.blocks[0].linear_tokens) is TOKEN_MIXERS[mixer]
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
 def test_s12_preset_is_the_published_recipe():
     cfg = compose_cfg(["experiment=resmlp_s12_in1k", "data.root=/data/imagenet"])
     assert (cfg.model.name, cfg.model.kwargs.drop_path_rate, cfg.model.kwargs.img_size) == ("resmlp_s12", 0.05, 224)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fnmatch
 import glob
 import json
 import os
@@ -179,9 +180,9 @@ def execute(run: Run, sizes: dict[str, DemoSize], data_bin: Path, references: Se
 
 
 def run_all(runs: list[Run], sizes: dict[str, DemoSize], data_bin: Path, references: Sequence[str], work_dir: Path, jobs: int,
-            deadline: Optional[float], results: dict[str, dict]) -> None:
+            deadline: Optional[float], results: dict[str, dict], only: Optional[str] = None) -> None:
     def one(run: Run) -> None:
-        if run.key in results:
+        if run.key in results or (only is not None and not fnmatch.fnmatch(run.key, only)):
             return
         if deadline is not None and time.time() > deadline and not (work_dir / run.key / "result.json").is_file():
             print(f"[study] {run.key}: skipped, past the deadline", flush=True)
@@ -287,6 +288,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
                         help="start no new run after this many minutes (the report lists what is missing)")
     parser.add_argument("--report-only", action="store_true", help="only rewrite the report from finished runs")
     parser.add_argument("--quick", action="store_true", help="a pipeline check: tiny models, a few updates")
+    parser.add_argument("--only", default=None, metavar="PATTERN",
+                        help="run only the runs whose key matches this shell pattern, e.g. 'screen/resmlp-*-s1'")
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs must be >= 1, got {args.jobs}")
@@ -301,8 +304,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
             os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.jobs)))
         _, data_bin, references = prepare_bible(args.work_dir, sizes["screen"])
         results = read_results(args.work_dir, args.out.with_suffix(".json"))
-        run_all(first_runs(), sizes, data_bin, references, args.work_dir, args.jobs, deadline, results)
-        run_all(later_runs(results), sizes, data_bin, references, args.work_dir, args.jobs, deadline, results)
+        run_all(first_runs(), sizes, data_bin, references, args.work_dir, args.jobs, deadline, results, args.only)
+        run_all(later_runs(results), sizes, data_bin, references, args.work_dir, args.jobs, deadline, results, args.only)
     report = write_report(read_results(args.work_dir, args.out.with_suffix(".json")), sizes, args.out, command, device)
     print(f"[study] wrote {report}")
     return report
