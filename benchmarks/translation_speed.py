@@ -13,7 +13,10 @@ Generation: sentences per second of fairseq's SequenceGenerator, beam 4, each hy
 interleave the two models, so a machine shared with other jobs slows both alike; the median round
 counts. Targets: training >= 1.25x and generation >= 1.2x the transformer, in wall-clock time; the
 ratios in process CPU time are printed beside them, steadier when other jobs share the machine
-(cleanest with ``--threads 1``, where no thread waits on another).
+(cleanest with ``--threads 1``, where no thread waits on another). Beside them: the ratio of the training
+step's floating-point operations (counted by ``torch.utils.flop_counter``), the speed-up a run bound by its
+matrix products would reach: the models share the embeddings, cross-attention, FFNs and the output
+projection, so a large vocabulary against a small width caps the training ratio whatever the token mixing.
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from fairseq import utils
 from fairseq.data import Dictionary
 from fairseq.data.language_pair_dataset import collate
 from fairseq.sequence_generator import SequenceGenerator
+from torch.utils.flop_counter import FlopCounterMode
 
 from resmlp_suite.device_info import device_name
 from resmlp_suite.files import atomic_write_text
@@ -48,15 +52,16 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--vocab", type=int, default=None, help="vocabulary (default: the demo's)")
     parser.add_argument("--batch", type=int, default=32, help="sentences per training and generation batch")
     parser.add_argument("--gen-len", type=int, default=28, help="tokens decoded per hypothesis")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds; the median counts")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="interleaved timing rounds; the median counts (default 5, 3 with --quick)")
     parser.add_argument("--train-steps", type=int, default=2, help="training steps timed per model and round")
     parser.add_argument("--quick", action="store_true", help="the quick demo's models, 3 rounds")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
-    if args.quick and "--rounds" not in (argv or []):
-        args.rounds = 3
+    if args.rounds is None:
+        args.rounds = 3 if args.quick else 5
     return args
 
 
@@ -135,8 +140,11 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
 
     work = {"train": (train, sum(b["ntokens"] for b in batches)), "generate": (generate, args.batch)}
     times = {name: {kind: [] for kind in work} for name in MODELS}
-    for name in MODELS:  # warm-up: allocator, first-call overheads
-        train(name)
+    train_flops = {}
+    for name in MODELS:  # warm-up (allocator, first-call overheads), counting the training step's operations
+        with FlopCounterMode(display=False) as counter:
+            train(name)
+        train_flops[name] = counter.get_total_flops()
         generate(name)
     for _ in range(args.rounds):
         for name in MODELS:
@@ -145,7 +153,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
 
     models = {}
     for name, (model, _) in built.items():
-        models[name] = {"params": sum(p.numel() for p in model.parameters())}
+        models[name] = {"params": sum(p.numel() for p in model.parameters()),
+                        "train_flops_per_word": train_flops[name] / work["train"][1]}
         for kind, (_, units) in work.items():
             unit = "words" if kind == "train" else "sentences"
             models[name][f"{kind}_{unit}_per_s"] = units / statistics.median(w for w, _ in times[name][kind])
@@ -153,6 +162,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     ratios = {f"{kind}{suffix}": models["resmlp"][key] / models["transformer"][key]
               for kind, unit in (("train", "words"), ("generate", "sentences"))
               for suffix, key in (("", f"{kind}_{unit}_per_s"), ("_cpu", f"{kind}_{unit}_per_cpu_s"))}
+    ratios["train_flops"] = train_flops["transformer"] / train_flops["resmlp"]
     results = {
         "device": str(device),
         "device_name": device_name(device),
@@ -165,13 +175,16 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     print(f"{results['device_name']} ({results['threads']} threads), d {size.dim}, FFN {size.ffn_dim}, "
           f"{size.layers}+{size.layers} layers, vocab {size.vocab_size}, batch {args.batch}, "
           f"beam 4 x {args.gen_len} tokens, {args.rounds} rounds")
-    print(f"{'model':<12}{'params':>12}{'train words/s':>16}{'gen sentences/s':>18}")
+    print(f"{'model':<12}{'params':>12}{'train MFLOP/word':>18}{'train words/s':>16}{'gen sentences/s':>18}")
     for name, m in models.items():
-        print(f"{name:<12}{m['params']:>12,}{m['train_words_per_s']:>16.0f}{m['generate_sentences_per_s']:>18.1f}")
+        print(f"{name:<12}{m['params']:>12,}{m['train_flops_per_word'] / 1e6:>18.1f}{m['train_words_per_s']:>16.0f}"
+              f"{m['generate_sentences_per_s']:>18.1f}")
     for kind, target in TARGETS.items():
         verdict = "meets" if ratios[kind] >= target else "misses"
         print(f"{kind}: resmlp / transformer = {ratios[kind]:.2f}x wall-clock ({verdict} the {target:.2f}x target), "
               f"{ratios[kind + '_cpu']:.2f}x in CPU time")
+    print(f"train: transformer / resmlp operations per word = {ratios['train_flops']:.2f}x, "
+          "the ratio a matmul-bound training step would reach")
     if args.json is not None:
         atomic_write_text(args.json, json.dumps(results, indent=1))
     return results
