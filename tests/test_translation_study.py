@@ -6,7 +6,7 @@ import json
 import shutil
 
 from resmlp_suite.translation import study
-from resmlp_suite.translation.study import PAPER_RESMLP, Run, best_options, first_runs, later_runs
+from resmlp_suite.translation.study import PAPER_RESMLP, Run, plan
 
 
 def test_quick_study_runs_scores_reports_and_resumes_from_its_report(tmp_path):
@@ -27,15 +27,35 @@ def test_quick_study_runs_scores_reports_and_resumes_from_its_report(tmp_path):
     assert json.loads(out.with_suffix(".json").read_text())["runs"] == runs
 
 
-def test_combination_takes_each_factors_best_option_and_seeds_are_interleaved():
-    runs = first_runs()
-    assert [r.key for r in runs[:2]] == ["screen/transformer-paper-s1", "screen/resmlp-paper-s1"]
-    assert all(r.seed == 1 for r in runs[: len(runs) // 2 - 1])
-    fake = {r.key: {"bleu": [[1500, 10.0]]} for r in runs if r.size == "screen"}
-    fake["screen/resmlp-learning_rate=2e-3-s1"] = fake["screen/resmlp-learning_rate=2e-3-s2"] = {"bleu": [[1500, 12.0]]}
-    fake["screen/resmlp-LayerScale_init=0.1-s1"] = {"bleu": [[1500, 15.0]]}
-    del fake["screen/resmlp-LayerScale_init=0.1-s2"]  # one seed only: not chosen
-    chosen = best_options(fake, "resmlp", study.RESMLP_FACTORS)
-    assert chosen["learning rate"] == "2e-3" and chosen["LayerScale init"] == "0.2"
-    combined = next(r for r in later_runs(fake) if r.label == "combined")
-    assert combined == Run("resmlp", "confirm", "combined", PAPER_RESMLP + ("--lr", "2e-3"), 1)
+def _score(results: dict, bleus: dict[str, float]) -> dict:
+    return {**results, **{key: {"bleu": [[1500, bleu]]} for key, bleu in bleus.items()}}
+
+
+def _pending(results: dict, model: str) -> list[str]:
+    return [r.key for r in plan(results).runs if r.key not in results and r.model == model and r.size == "screen"]
+
+
+def test_plan_climbs_the_rate_ladder_reseeds_close_options_then_combines_the_choices():
+    assert _pending({}, "resmlp") == ["screen/resmlp-paper-s1"]
+    results = _score({}, {"screen/resmlp-paper-s1": 10.0})
+    assert _pending(results, "resmlp") == ["screen/resmlp-learning_rate=5e-4-s1", "screen/resmlp-learning_rate=2e-3-s1"]
+    results = _score(results, {"screen/resmlp-learning_rate=5e-4-s1": 8.0, "screen/resmlp-learning_rate=2e-3-s1": 12.0})
+    assert _pending(results, "resmlp") == ["screen/resmlp-learning_rate=4e-3-s1"]  # climbs; 5e-4 is not revisited
+    results = _score(results, {"screen/resmlp-learning_rate=4e-3-s1": 12.5, "screen/resmlp-learning_rate=8e-3-s1": 9.0})
+    # 2e-3 is within a BLEU of 4e-3: both get their second seed before the rate is chosen
+    assert _pending(results, "resmlp") == ["screen/resmlp-learning_rate=2e-3-s2", "screen/resmlp-learning_rate=4e-3-s2"]
+    results = _score(results, {"screen/resmlp-learning_rate=2e-3-s2": 11.0, "screen/resmlp-learning_rate=4e-3-s2": 13.5})
+    factors = _pending(results, "resmlp")
+    assert "screen/resmlp-learning_rate=4e-3_normalisation=layernorm-s1" in factors
+    assert "screen/resmlp-learning_rate=4e-3_LayerScale_init=1.0-s1" in factors and len(factors) == 8
+    # each factor clearly decided on seed 1: LayerNorm and toeplitz win, the rest keep the paper's option
+    results = _score(results, {key: 10.0 for key in factors})
+    results = _score(results, {"screen/resmlp-learning_rate=4e-3_normalisation=layernorm-s1": 16.0,
+                               "screen/resmlp-learning_rate=4e-3_token_mixer=toeplitz-s1": 15.0})
+    assert _pending(results, "resmlp") == ["screen/resmlp-combined-s1"]
+    study = plan(results)
+    assert study.chosen["resmlp"] == {"learning rate": "4e-3", "LayerScale init": "0.2", "normalisation": "layernorm",
+                                      "token mixer": "toeplitz", "token-mixing init": "trunc_normal", "dropout": "0.1"}
+    combined = study.tuned["resmlp"]
+    assert combined.options == PAPER_RESMLP + ("--lr", "4e-3", "--normalization", "layernorm", "--token-mixer", "toeplitz")
+    assert combined.run(1, "confirm") in study.runs and Run("resmlp", "confirm", "paper", PAPER_RESMLP, 1) in study.runs

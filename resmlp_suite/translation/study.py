@@ -4,12 +4,15 @@ German -> English (validation Romans, test Acts), joint 8k sentencepiece vocabul
 the same batch (4,096 tokens), optimiser (Adam (0.9, 0.98), lr 1e-3, inverse sqrt, 1k warm-up),
 label smoothing 0.1 and number of updates; sacreBLEU and chrF2 on all 1,007 verses of Acts, beam 4.
 
-1. **screen** (d 128, 2+2 layers, FFN 512, 1,500 updates, seeds 1 and 2): the paper's ResMLP, then
-   one choice changed at a time (:data:`RESMLP_FACTORS`), and the transformer with its own learning
-   rate and dropout varied the same way (:data:`TRANSFORMER_FACTORS`);
-2. **combine**: each factor's best option (mean BLEU over the seeds) put together, same size and seeds;
-3. **confirm** (d 256, 3+3 layers, FFN 1024, 3,000 updates, BLEU at 1,500 and 3,000): the transformer
-   (as given, and with its best screened options), the paper's ResMLP and the combination.
+1. **screen** (d 128, 2+2 layers, FFN 512, 1,500 updates): per model, the learning rate first, searched
+   as a ladder from the recipe's 1e-3; then, at the chosen rate, one choice changed at a time
+   (:data:`RESMLP_FACTORS`; the transformer's are :data:`TRANSFORMER_FACTORS`). Seed 1 for every
+   option, seed 2 for the options within :data:`MARGIN` BLEU of the best before one is chosen;
+2. **combine**: each factor's choice put together, same size and seeds;
+3. **confirm** (d 256, 3+3 layers, FFN 1024, 3,000 updates, BLEU at 1,500 and 3,000): both models as
+   given and with their choices.
+
+What runs next follows from what has finished (:func:`plan`), so the study can stop and go on anywhere.
 
 ::
 
@@ -64,20 +67,24 @@ SEEDS = (1, 2)
 PAPER_RESMLP = ("--token-mixer", "dense", "--token-mixer-init", "trunc_normal", "--normalization", "affine",
                 "--layerscale-init", "0.2")
 # factor -> option -> flags; the first option of each factor is the paper's (or the recipe's) choice. In the
-# order they run: a partial GPU screen (docs/translation_study_notes.md) saw the inits and LayerNorm change the
-# validation loss least, so they come last; short runs at the demo's size saw ResMLP gain most from a larger
-# learning rate (or LayerScale init), hence 4e-3.
+# order they run, most promising first: the learning rate moved BLEU most (docs/translation_study_notes.md);
+# short runs at the demo's size saw LayerScale init 1.0 act like a larger rate; a partial GPU screen saw the
+# inits change the validation loss least; dropout 0.3 regularises a budget of about five epochs.
 RESMLP_FACTORS: dict[str, dict[str, tuple[str, ...]]] = {
-    "learning rate": {"1e-3": (), "5e-4": ("--lr", "5e-4"), "2e-3": ("--lr", "2e-3"), "4e-3": ("--lr", "4e-3")},
+    "learning rate": {"1e-3": (), "5e-4": ("--lr", "5e-4"), "2e-3": ("--lr", "2e-3"), "4e-3": ("--lr", "4e-3"),
+                      "8e-3": ("--lr", "8e-3"), "1.6e-2": ("--lr", "1.6e-2")},
     "LayerScale init": {"0.2": (), "0.1": ("--layerscale-init", "0.1"), "1.0": ("--layerscale-init", "1.0")},
+    "normalisation": {"affine": (), "layernorm": ("--normalization", "layernorm")},
     "token mixer": {"dense": (), "toeplitz": ("--token-mixer", "toeplitz"),
                     "multihead (4)": ("--token-mixer", "multihead", "--token-mixer-heads", "4")},
-    "dropout": {"0.1": (), "0.3": ("--dropout", "0.3")},
     "token-mixing init": {"trunc_normal": (), "average": ("--token-mixer-init", "average"),
                           "identity": ("--token-mixer-init", "identity")},
-    "normalisation": {"affine": (), "layernorm": ("--normalization", "layernorm")},
+    "dropout": {"0.1": (), "0.3": ("--dropout", "0.3")},
 }
-TRANSFORMER_FACTORS = {factor: RESMLP_FACTORS[factor] for factor in ("learning rate", "dropout")}
+LEARNING_RATE = "learning rate"
+TRANSFORMER_FACTORS = {factor: RESMLP_FACTORS[factor] for factor in (LEARNING_RATE, "dropout")}
+ORDERED = (LEARNING_RATE, "LayerScale init")  # searched as ladders (see screen)
+MARGIN = 1.0  # BLEU: options closer than this to the best get a second seed before one is chosen
 BEAM = GenerationSettings(beam=4, max_len_a=1.5, max_len_b=10)
 
 
@@ -98,52 +105,120 @@ class Run:
         return (last // 2, last) if self.size == "confirm" else (last,)
 
 
-def screen_runs() -> list[Run]:
-    """Per seed: both models as given, then ResMLP's factors, then the transformer's; seed 1 of every setting
-    before seed 2, so a study cut short still covers every factor once."""
-    runs = []
+@dataclass(frozen=True)
+class Setting:
+    """One model with one set of options: a cell of the screen, run once per seed."""
+
+    model: str
+    label: str
+    options: tuple[str, ...]
+
+    def run(self, seed: int, size: str = "screen") -> Run:
+        return Run(self.model, size, self.label, self.options, seed)
+
+
+def factor_settings(base: Setting, factor: str, choices: dict[str, tuple[str, ...]]) -> dict[str, Setting]:
+    """``base`` with each option of ``factor``; its first option is ``base`` itself."""
+    prefix = "" if base.label == "paper" else f"{base.label}, "
+    first = next(iter(choices))
+    return {option: base if option == first else
+            Setting(base.model, f"{prefix}{factor}={option}", base.options + flags) for option, flags in choices.items()}
+
+
+@dataclass(frozen=True)
+class Decision:
+    best: str  # the option with the best mean BLEU so far
+    reseed: tuple[str, ...]  # options within MARGIN of the best that still lack a seed
+
+    @property
+    def settled(self) -> bool:
+        return not self.reseed
+
+
+def decide(bleus: dict[str, list[float]]) -> Decision:
+    """The best option by mean BLEU, settled when every option within MARGIN of it has all seeds."""
+    means = {option: mean(scores) for option, scores in bleus.items()}
+    best = max(means, key=means.get)
+    close = [option for option in means if means[best] - means[option] < MARGIN]
+    return Decision(best, tuple(o for o in close if len(bleus[o]) < len(SEEDS)) if len(close) > 1 else ())
+
+
+def bleu_per_seed(setting: Setting, results: dict[str, dict]) -> list[float]:
+    """The final BLEU of the setting's seeds, in seed order, up to the first one not finished."""
+    scores = []
     for seed in SEEDS:
-        variants = [("transformer", "paper", ()), ("resmlp", "paper", PAPER_RESMLP)]
-        for model, base, factors in (("resmlp", PAPER_RESMLP, RESMLP_FACTORS), ("transformer", (), TRANSFORMER_FACTORS)):
-            variants += [(model, f"{factor}={option}", base + flags)
-                         for factor, choices in factors.items() for option, flags in list(choices.items())[1:]]
-        runs += [Run(model, "screen", label, options, seed) for model, label, options in variants]
-    return runs
+        key = setting.run(seed).key
+        if key not in results:
+            break
+        scores.append(results[key]["bleu"][-1][1])
+    return scores
 
 
-def best_options(results: dict[str, dict], model: str, factors: dict) -> dict[str, str]:
-    """Each factor's option with the best mean screening BLEU (the paper's option when nothing beats it)."""
-    chosen = {}
-    for factor, choices in factors.items():
-        scores = {}
-        for option in choices:
-            label = "paper" if option == next(iter(choices)) else f"{factor}={option}"
-            bleus = [results[r.key]["bleu"][-1][1] for r in screen_runs()
-                     if r.model == model and r.label == label and r.key in results]
-            if len(bleus) == len(SEEDS):
-                scores[option] = mean(bleus)
-        chosen[factor] = max(scores, key=scores.get) if scores else next(iter(choices))
-    return chosen
+def screen(settings: dict[str, Setting], results: dict[str, dict], todo: list[Run], ordered: bool = False) -> Optional[str]:
+    """Adds to ``todo`` what choosing among ``settings`` still needs; returns the choice once settled.
+
+    ``ordered``: numeric options, searched as a ladder from the first one (assumes one peak): only the
+    neighbours of the best so far are run, so a learning rate needs three to four runs, not the whole grid.
+    """
+    bleus = {option: bleu_per_seed(setting, results) for option, setting in settings.items()}
+    if ordered:
+        ladder = sorted(settings, key=float)
+        tried = [option for option in ladder if bleus[option]]
+        at = ladder.index(max(tried, key=lambda o: mean(bleus[o]))) if tried else None
+        needed = [next(iter(settings))] if at is None else [
+            ladder[i] for i in (at - 1, at + 1) if 0 <= i < len(ladder) and not bleus[ladder[i]]]
+    else:
+        needed = [option for option in settings if not bleus[option]]
+    if needed:
+        todo += [settings[option].run(SEEDS[0]) for option in needed]
+        return None
+    decision = decide({option: scores for option, scores in bleus.items() if scores})
+    todo += [settings[option].run(SEEDS[len(bleus[option])]) for option in decision.reseed]
+    return decision.best if decision.settled else None
+
+
+@dataclass
+class Plan:
+    runs: list[Run]  # every run the study needs given the results so far, finished ones included
+    chosen: dict[str, dict[str, str]]  # model -> factor -> option, for the models whose screen is settled
+    tuned: dict[str, Setting]  # model -> its best screened setting (the combination once settled)
+
+
+def plan(results: dict[str, dict]) -> Plan:
+    """The study as a function of what has finished. Per model: the learning rate first (seed 1 of every
+    rate, a second seed where two are within MARGIN BLEU); then every other factor, one at a time, at the
+    chosen rate; then the combination of each factor's choice; then the confirm size."""
+    runs: list[Run] = []
+    chosen, tuned = {}, {}
+    for model, paper, factors in (("transformer", (), TRANSFORMER_FACTORS), ("resmlp", PAPER_RESMLP, RESMLP_FACTORS)):
+        rate_settings = factor_settings(Setting(model, "paper", paper), LEARNING_RATE, factors[LEARNING_RATE])
+        runs.append(Run(model, "confirm", "paper", paper, 1))
+        rate = screen(rate_settings, results, runs, ordered=True)
+        if rate is None:
+            continue
+        picks = {LEARNING_RATE: rate}
+        for factor, choices in factors.items():
+            if factor != LEARNING_RATE:
+                picks[factor] = screen(factor_settings(rate_settings[rate], factor, choices), results, runs,
+                                       ordered=factor in ORDERED)
+        best = rate_settings[rate]
+        if None in picks.values():
+            tuned[model] = best
+            continue
+        changed = {f: o for f, o in picks.items() if f != LEARNING_RATE and o != next(iter(factors[f]))}
+        if len(changed) == 1:  # the combination is a screened setting
+            (factor, option), = changed.items()
+            best = factor_settings(best, factor, factors[factor])[option]
+        elif changed:
+            best = Setting(model, "combined", options_of(best.options, factors, changed))
+            screen({"combined": best}, results, runs)
+        chosen[model], tuned[model] = picks, best
+        runs.append(best.run(1, "confirm"))
+    return Plan(list({run.key: run for run in runs}.values()), chosen, tuned)
 
 
 def options_of(base: tuple[str, ...], factors: dict, chosen: dict[str, str]) -> tuple[str, ...]:
     return base + tuple(flag for factor, option in chosen.items() for flag in factors[factor][option])
-
-
-def first_runs() -> list[Run]:
-    """What needs no screening result: the screen, then the confirmation of the given models."""
-    return [*screen_runs(), Run("transformer", "confirm", "paper", (), 1),
-            Run("resmlp", "confirm", "paper", PAPER_RESMLP, 1)]
-
-
-def later_runs(results: dict[str, dict]) -> list[Run]:
-    """The combination (confirmed first, then screened) and the tuned transformer, from the screening results."""
-    resmlp = options_of(PAPER_RESMLP, RESMLP_FACTORS, best_options(results, "resmlp", RESMLP_FACTORS))
-    transformer = options_of((), TRANSFORMER_FACTORS, best_options(results, "transformer", TRANSFORMER_FACTORS))
-    runs = [Run("resmlp", "confirm", "combined", resmlp, 1)]
-    if transformer:
-        runs.append(Run("transformer", "confirm", "tuned", transformer, 1))
-    return runs + [Run("resmlp", "screen", "combined", resmlp, seed) for seed in SEEDS]
 
 
 def checkpoint_at(save_dir: Path, update: int) -> Path:
@@ -179,11 +254,14 @@ def execute(run: Run, sizes: dict[str, DemoSize], data_bin: Path, references: Se
     return record
 
 
-def run_all(runs: list[Run], sizes: dict[str, DemoSize], data_bin: Path, references: Sequence[str], work_dir: Path, jobs: int,
+def run_all(sizes: dict[str, DemoSize], data_bin: Path, references: Sequence[str], work_dir: Path, jobs: int,
             deadline: Optional[float], results: dict[str, dict], only: Optional[str] = None) -> None:
+    """Runs what the plan needs (the screen before the confirm size), planning again as results come in,
+    until nothing that matches ``only`` is left."""
+    tried: set[str] = set()  # failed or skipped: not retried in this invocation
+
     def one(run: Run) -> None:
-        if run.key in results or (only is not None and not fnmatch.fnmatch(run.key, only)):
-            return
+        tried.add(run.key)
         if deadline is not None and time.time() > deadline and not (work_dir / run.key / "result.json").is_file():
             print(f"[study] {run.key}: skipped, past the deadline", flush=True)
             return
@@ -193,8 +271,10 @@ def run_all(runs: list[Run], sizes: dict[str, DemoSize], data_bin: Path, referen
         except Exception as error:  # one failed run must not lose the others; the report lists it as missing
             print(f"[study] {run.key}: FAILED: {error}", flush=True)
 
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        list(pool.map(one, runs))
+    while todo := sorted((run for run in plan(results).runs if run.key not in results and run.key not in tried
+                          and (only is None or fnmatch.fnmatch(run.key, only))), key=lambda run: run.size != "screen"):
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            list(pool.map(one, todo))
 
 
 def read_results(work_dir: Path, report_json: Path) -> dict[str, dict]:
@@ -208,9 +288,10 @@ def read_results(work_dir: Path, report_json: Path) -> dict[str, dict]:
 
 
 def _cell(results: dict, runs: list[Run], metric: str) -> tuple[list[Optional[float]], Optional[float]]:
+    """The metric's last value per run, and their mean over the finished runs."""
     values = [results[r.key][metric][-1][1] if r.key in results else None for r in runs]
     done = [v for v in values if v is not None]
-    return values, (round(mean(done), 2) if len(done) == len(values) and done else None)
+    return values, (round(mean(done), 2) if done else None)
 
 
 def _fmt(value: Optional[float]) -> str:
@@ -223,14 +304,25 @@ def write_report(results: dict[str, dict], sizes: dict[str, DemoSize], out: Path
              f"Produced by `{command}` on {device}. Written by `resmlp_suite.translation.study`; its docstring "
              "describes the stages. BLEU: sacreBLEU on every verse of the test book, beam 4, last checkpoint; "
              "valid: label-smoothed validation loss (bits/token) on Romans at the last update.", ""]
+    study = plan(results)
+    known = study.runs + [Run(r["model"], r["size"], r["label"], tuple(r["options"]), r["seed"]) for r in results.values()]
     groups: dict[tuple[str, str, str], list[Run]] = {}
-    for run in sorted(first_runs() + later_runs(results), key=lambda r: r.size != "screen"):
-        groups.setdefault((run.size, run.model, run.label), []).append(run)
-    transformer_screen = _cell(results, groups[("screen", "transformer", "paper")], "bleu")[1]
+    order = {"screen": 0, "confirm": 1, "transformer": 0, "resmlp": 1, "paper": 0}
+    for run in sorted(known, key=lambda r: (order[r.size], order[r.model], order.get(r.label, 1), r.label)):
+        groups.setdefault((run.size, run.model, run.label), [Setting(run.model, run.label, run.options).run(seed, run.size)
+                                                             for seed in SEEDS])
+    screened: dict[str, dict[str, float]] = {}  # model -> label -> mean BLEU, finished screen settings
+    for (size, model, label), runs in groups.items():
+        if size == "screen" and _cell(results, runs, "bleu")[1] is not None:
+            screened.setdefault(model, {})[label] = _cell(results, runs, "bleu")[1]
+    leaders = {model: max(bleus, key=bleus.get) for model, bleus in screened.items()}
+    reference = leaders.get("transformer")
+    transformer_screen = screened.get("transformer", {}).get(reference)
     for size, s in sizes.items():
         lines += [f"## {size}: d {s.dim}, {s.layers}+{s.layers} layers, FFN {s.ffn_dim}, {s.max_update} updates", ""]
         if size == "screen":
-            lines += ["| model | changed from the paper's model | BLEU per seed | BLEU mean | chrF2 mean | valid | "
+            lines += [f"vs transformer: mean BLEU over the best transformer's so far (`{reference}`).", "",
+                      "| model | changed from the paper's model | BLEU per seed | BLEU mean | chrF2 mean | valid | "
                       "vs transformer |", "| --- | --- | --- | --- | --- | --- | --- |"]
         else:
             half, last = s.max_update // 2, s.max_update
@@ -256,15 +348,24 @@ def write_report(results: dict[str, dict], sizes: dict[str, DemoSize], out: Path
                              f"{_fmt(r['chrf'][-1][1])} | {_fmt(r['valid_loss'][-1][1])} | {r['params'] / 1e6:.2f} M | "
                              f"{r['train_wall_s'] / 60:.1f} |")
         lines.append("")
-    chosen = best_options(results, "resmlp", RESMLP_FACTORS)
-    lines += ["Best option per factor (ResMLP, mean BLEU over both seeds; the paper's while no other option has "
-              "both seeds): " + ", ".join(f"{f} {o}" for f, o in chosen.items()) + ".", ""]
+    lines += [f"Choices: each factor's best option by mean BLEU, settled once every option within {MARGIN:g} BLEU of it "
+              "has both seeds.", ""]
+    for model, setting in study.tuned.items():
+        picks = study.chosen.get(model)
+        lines.append(f"- {model}: " + (", ".join(f"{factor} {option}" for factor, option in picks.items()) + "."
+                                         if picks else f"screen not finished; best so far `{setting.label}`."))
+    lines.append("")
     curves = {f"{r['model']} {r['label']}": r for r in results.values() if r["size"] == "confirm"}
+    plotted = "confirm"
+    if not curves:  # until the confirm size has run: the screen's given and best settings so far, seed 1
+        plotted = "screen"
+        keys = {Setting(model, label, ()).run(SEEDS[0]).key for model, leader in leaders.items() for label in ("paper", leader)}
+        curves = {f"{results[key]['model']} {results[key]['label']}": results[key] for key in sorted(keys) if key in results}
     if curves:
-        confirm = sizes["confirm"]
+        sized = sizes[plotted]
         plot_valid_loss(curves, out.with_suffix(".png"),
-                        f"Bible De->En, d {confirm.dim}, {confirm.layers}+{confirm.layers} layers: validation loss")
-        lines += [f"![Validation loss at the confirm size]({out.with_suffix('.png').name})", ""]
+                        f"Bible De->En, d {sized.dim}, {sized.layers}+{sized.layers} layers: validation loss")
+        lines += [f"![Validation loss at the {plotted} size]({out.with_suffix('.png').name})", ""]
     atomic_write_text(out.with_suffix(".md"), "\n".join(lines))
     atomic_write_text(out.with_suffix(".json"), json.dumps({"command": command, "device": device, "runs": results},
                                                            indent=1))
@@ -305,8 +406,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
             os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.jobs)))
         _, data_bin, references = prepare_bible(args.work_dir, sizes["screen"])
         results = read_results(args.work_dir, args.out.with_suffix(".json"))
-        run_all(first_runs(), sizes, data_bin, references, args.work_dir, args.jobs, deadline, results, args.only)
-        run_all(later_runs(results), sizes, data_bin, references, args.work_dir, args.jobs, deadline, results, args.only)
+        run_all(sizes, data_bin, references, args.work_dir, args.jobs, deadline, results, args.only)
     report = write_report(read_results(args.work_dir, args.out.with_suffix(".json")), sizes, args.out, command, device)
     print(f"[study] wrote {report}")
     return report
