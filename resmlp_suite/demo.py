@@ -26,8 +26,10 @@ from typing import Any, Callable, Optional, Sequence
 
 from .files import atomic_write_text
 from .training.metrics import read_metrics
+from .translation.study import summary
 
 REPO = Path(__file__).resolve().parents[1]
+STUDY_JSON = REPO / "docs" / "translation_study.json"
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,8 @@ def run(work_dir: Path, report_dir: Path, size: DemoSize, command: str, readme: 
         "command": command,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
         "this_invocation_wall_s": round(time.perf_counter() - start, 1),
+        # the study's standings so far: read from the repository, not re-run (hours of training)
+        "translation_study": summary(STUDY_JSON) if STUDY_JSON.is_file() else [],
     }
     doc, page = build_report(results, work_dir, report_dir)
     print(f"[demo] report: {page} (open it in a browser) and {report_dir / 'README.md'}", flush=True)

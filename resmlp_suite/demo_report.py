@@ -52,6 +52,12 @@ def translation_section(results: dict[str, Any], report_dir: Path) -> list:
     plot = plot_demo_valid_loss(mt, report_dir / "translation_valid_loss.png")
     rows = [[name, f"{m['params'] / 1e6:.2f} M", m["bleu"], m.get("test_sentences"), _minutes(m["train_wall_s"]),
              f"`{m['signature']}`"] for name, m in mt["models"].items()]
+    examples = [
+        Paragraph(f"Five test verses, spread evenly over {book_names(mt['settings']['test_books'])} among those of "
+                  "8-25 words (chosen by position and length, not by score):"),
+        Table(["line", "German source", "reference", *mt["models"]],
+              [[e["line"], e["source"], e["reference"], *(e[name] for name in mt["models"])] for e in mt["examples"]]),
+    ] if "examples" in mt else []  # a translation step cached by an older version has none
     return [
         Heading("Machine translation: Bible De->En (`python translation/bible_demo.py`)"),
         Paragraph("Elberfelder German -> World English Bible, split by book ("
@@ -60,6 +66,20 @@ def translation_section(results: dict[str, Any], report_dir: Path) -> list:
                   "scored with sacreBLEU on every test sentence."),
         Table(["model", "params", "sacreBLEU", "test sentences", "train minutes", "signature"], rows),
         Image(plot.name, "Validation loss against updates"),
+        *examples,
+    ]
+
+
+def study_section(results: dict[str, Any]) -> list:
+    rows = results["meta"].get("translation_study")
+    if not rows:
+        return []
+    return [
+        Heading("Translation study so far (`python -m resmlp_suite.translation.study`, not re-run by the demo)"),
+        Paragraph("The study's screen (d 128, 2+2 layers, 4,096 tokens per batch, 1,500 updates, sacreBLEU on all of "
+                  "Acts, beam 4) as `docs/translation_study.md` holds it: each model as given and its best setting "
+                  "so far."),
+        Table(["model", "setting", "mean sacreBLEU", "seeds"], rows),
     ]
 
 
@@ -106,6 +126,7 @@ def report_document(results: dict[str, Any], work_dir: Path, report_dir: Path) -
                   + "; WMT14 En-De tokenized BLEU " + ", ".join(f"{k} {v}" for k, v in PAPER_BLEU_EN_DE.items()) + "."),
         *vision_section(results, work_dir, report_dir),
         *translation_section(results, report_dir),
+        *study_section(results),
         *models_section(results),
         *vision_benchmark_section(results, report_dir),
         *translation_benchmark_section(results),

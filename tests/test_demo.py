@@ -43,6 +43,15 @@ def test_report_numbers_come_from_the_run(quick_demo: tuple[Path, Path]) -> None
         assert model["signature"] in markdown
     speed = json.loads((work / "translation_speed.raw.json").read_text())
     assert f"{speed['ratios']['train']:.2f}x" in markdown
+    # five test verses side by side, each model's line being its translation of that verse
+    references = (work / "translation" / "corpus" / "test.en").read_text().splitlines()
+    assert len(translation["examples"]) == 5
+    for example in translation["examples"]:
+        assert example["reference"] == references[example["line"] - 1] and example["reference"] in markdown
+        for name in translation["models"]:
+            hypotheses = (work / "translation" / name / "test.hyp.en").read_text().splitlines()
+            assert example[name] == hypotheses[example["line"] - 1]
+    assert "Translation study so far" in markdown  # the repository's study report, summarised
 
 
 def test_second_run_reuses_every_step(quick_demo: tuple[Path, Path], tmp_path: Path) -> None:

@@ -161,6 +161,15 @@ def evaluate_model(name: str, size: DemoSize, data_bin: Path, work_dir: Path, re
             "test_sentences": score.sentences, **json.loads(times_path.read_text())}
 
 
+def example_lines(references: Sequence[str], count: int = 5, words: tuple[int, int] = (8, 25)) -> list[int]:
+    """``count`` test lines spread evenly over the book, among those whose reference has ``words`` words
+    (a table a reader can take in); chosen by position and length only, never by score."""
+    fitting = [i for i, line in enumerate(references) if words[0] <= len(line.split()) <= words[1]] or \
+        list(range(len(references)))
+    count = min(count, len(fitting))
+    return [fitting[round(k * (len(fitting) - 1) / max(count - 1, 1))] for k in range(count)]
+
+
 def plot_demo_valid_loss(results: dict, path: Path) -> Path:
     """The validation curves of both models (also the demo report's figure)."""
     return plot_valid_loss(results["models"], path,
@@ -208,6 +217,10 @@ def _run_steps(work_dir: Path, size: DemoSize) -> dict:
         record.update(evaluate_model(name, size, data_bin, work_dir, references))
         print(f"[demo] {name}: {record['bleu_text']}", flush=True)
         results["models"][name] = record
+    sources = read_lines(work_dir / "corpus" / f"test.{SOURCE}")
+    hypotheses = {name: read_lines(work_dir / name / f"test.hyp.{TARGET}") for name in MODELS}
+    results["examples"] = [{"line": i + 1, "source": sources[i], "reference": references[i],
+                            **{name: hypotheses[name][i] for name in MODELS}} for i in example_lines(references)]
     resmlp, transformer = results["models"]["resmlp"], results["models"]["transformer"]
     results["param_ratio_resmlp_over_transformer"] = round(resmlp["params"] / transformer["params"], 3)
     return results

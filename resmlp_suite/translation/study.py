@@ -298,6 +298,39 @@ def _fmt(value: Optional[float]) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+def setting_groups(results: dict[str, dict], study: Plan) -> dict[tuple[str, str, str], list[Run]]:
+    """(size, model, label) -> the setting's run per seed, for every planned or finished setting, in table order."""
+    known = study.runs + [Run(r["model"], r["size"], r["label"], tuple(r["options"]), r["seed"]) for r in results.values()]
+    order = {"screen": 0, "confirm": 1, "transformer": 0, "resmlp": 1, "paper": 0}
+    groups: dict[tuple[str, str, str], list[Run]] = {}
+    for run in sorted(known, key=lambda r: (order[r.size], order[r.model], order.get(r.label, 1), r.label)):
+        groups.setdefault((run.size, run.model, run.label), [Setting(run.model, run.label, run.options).run(seed, run.size)
+                                                             for seed in SEEDS])
+    return groups
+
+
+def screen_bleu(results: dict[str, dict], groups: dict[tuple[str, str, str], list[Run]]) -> dict[str, dict[str, float]]:
+    """model -> label -> mean BLEU over the finished seeds, for the screen settings with any."""
+    screened: dict[str, dict[str, float]] = {}
+    for (size, model, label), runs in groups.items():
+        if size == "screen" and _cell(results, runs, "bleu")[1] is not None:
+            screened.setdefault(model, {})[label] = _cell(results, runs, "bleu")[1]
+    return screened
+
+
+def summary(report_json: Path) -> list[list]:
+    """For other reports: each model's given and best screen setting so far (model, setting, mean BLEU, seeds)."""
+    results = json.loads(Path(report_json).read_text())["runs"]
+    groups = setting_groups(results, plan(results))
+    rows = []
+    for model, bleus in screen_bleu(results, groups).items():
+        for label in dict.fromkeys(["paper", max(bleus, key=bleus.get)]):
+            if label in bleus:
+                seeds = sum(run.key in results for run in groups[("screen", model, label)])
+                rows.append([model, label, bleus[label], seeds])
+    return rows
+
+
 def write_report(results: dict[str, dict], sizes: dict[str, DemoSize], out: Path, command: str, device: str) -> Path:
     """``out``.md (tables), ``out``.json (every run) and ``out``.png (validation curves at the confirm size)."""
     lines = [f"# Translation study: ResMLP against the transformer on the Bible (De->En)", "",
@@ -305,16 +338,8 @@ def write_report(results: dict[str, dict], sizes: dict[str, DemoSize], out: Path
              "describes the stages. BLEU: sacreBLEU on every verse of the test book, beam 4, last checkpoint; "
              "valid: label-smoothed validation loss (bits/token) on Romans at the last update.", ""]
     study = plan(results)
-    known = study.runs + [Run(r["model"], r["size"], r["label"], tuple(r["options"]), r["seed"]) for r in results.values()]
-    groups: dict[tuple[str, str, str], list[Run]] = {}
-    order = {"screen": 0, "confirm": 1, "transformer": 0, "resmlp": 1, "paper": 0}
-    for run in sorted(known, key=lambda r: (order[r.size], order[r.model], order.get(r.label, 1), r.label)):
-        groups.setdefault((run.size, run.model, run.label), [Setting(run.model, run.label, run.options).run(seed, run.size)
-                                                             for seed in SEEDS])
-    screened: dict[str, dict[str, float]] = {}  # model -> label -> mean BLEU, finished screen settings
-    for (size, model, label), runs in groups.items():
-        if size == "screen" and _cell(results, runs, "bleu")[1] is not None:
-            screened.setdefault(model, {})[label] = _cell(results, runs, "bleu")[1]
+    groups = setting_groups(results, study)
+    screened = screen_bleu(results, groups)
     leaders = {model: max(bleus, key=bleus.get) for model, bleus in screened.items()}
     reference = leaders.get("transformer")
     transformer_screen = screened.get("transformer", {}).get(reference)
