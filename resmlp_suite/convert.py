@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Optional, Sequence
 
+from .cli import user_errors
 from .vision.weights import LAYOUTS, detect_layout, from_suite_layout, read_state_dict, save_state_dict, to_suite_layout
 
 
@@ -30,4 +31,5 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with user_errors():
+        main()

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+from .cli import user_errors
 from .files import atomic_write_text
 from .training.metrics import read_metrics
 from .translation.study import summary
@@ -171,4 +172,5 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    with user_errors():
+        main()

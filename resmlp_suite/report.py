@@ -67,7 +67,7 @@ class Document:
             elif isinstance(block, Table):
                 out.append("| " + " | ".join(block.header) + " |")
                 out.append("|" + " --- |" * len(block.header))
-                out += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in block.rows]
+                out += ["| " + " | ".join(_cell(c).replace("|", "\\|") for c in row) + " |" for row in block.rows]
                 out.append("")
             else:
                 out += [f"![{block.alt}]({image_prefix}{block.path})", ""]
@@ -77,11 +77,11 @@ class Document:
         body = []
         for block in self.blocks:
             if isinstance(block, Heading):
-                body.append(f"<h{block.level}>{html.escape(block.text)}</h{block.level}>")
+                body.append(f"<h{block.level}>{_inline_code(html.escape(block.text))}</h{block.level}>")
             elif isinstance(block, Paragraph):
                 body.append(f"<p>{_inline_code(html.escape(block.text))}</p>")
             elif isinstance(block, Table):
-                head = "".join(f"<th>{html.escape(h)}</th>" for h in block.header)
+                head = "".join(f"<th>{_inline_code(html.escape(h))}</th>" for h in block.header)
                 rows = "".join(
                     "<tr>" + "".join(f"<td>{_inline_code(html.escape(_cell(c)))}</td>" for c in row) + "</tr>"
                     for row in block.rows

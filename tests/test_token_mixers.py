@@ -93,6 +93,27 @@ def test_causal_outputs_ignore_future_tokens_in_value_and_gradient(name):
         assert grad[:, t + 1 :].abs().max() == 0 and grad[:, t].abs().max() > 0
 
 
+@per_mixer
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+def test_a_non_finite_future_token_reaches_no_earlier_output_nor_gradient(name, value):
+    mixer = make(name, causal=True)
+    x = torch.randn(B, T, C, dtype=torch.float64)
+    reference = mixer.double()(x)
+    t = T // 2
+    poisoned = x.clone()
+    poisoned[0, t, 1] = value  # one channel of one token of one sequence
+    poisoned.requires_grad_(True)
+    out = mixer(poisoned)
+    torch.testing.assert_close(out[:, :t], reference[:, :t], rtol=0, atol=0)
+    torch.testing.assert_close(out[1:], reference[1:], rtol=0, atol=0)  # other sequences untouched
+    assert not torch.isfinite(out[0, t:, 1]).any()  # from t on, the bad value is in the output's past
+    (grad,) = torch.autograd.grad(out[:, :t].sum(), poisoned, retain_graph=True)
+    assert torch.isfinite(grad).all() and grad[:, t:].abs().max() == 0
+    mixer.zero_grad()
+    out[:, :t].sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in mixer.parameters() if p.grad is not None)
+
+
 def test_causal_dense_weight_gets_no_gradient_above_diagonal():
     mixer = make("dense", max_tokens=T + 2, causal=True)
     mixer(torch.randn(B, T, C)).square().sum().backward()
@@ -149,6 +170,8 @@ def test_step_misuse_raises(name):
     causal = make(name, causal=True)
     with pytest.raises(ValueError, match=r"positions 0\.\.1; the state holds 0"):
         causal.step(x, None, 2)  # no history
+    with pytest.raises(ValueError, match=r"position must be >= 0, got -1"):
+        causal.step(x, None, -1)
     _, state = causal.step(x, None, 0)
     with pytest.raises(ValueError, match="the state holds 1"):
         causal.step(x, state, 3)  # a position skipped

@@ -132,7 +132,7 @@ def test_generate_refuses_over_long_sources_with_fairseqs_error(trained):
 
 
 def test_interactive_translates_typed_lines(trained, tmp_path):
-    lines = ["a b c d", "l k j i h", "c c a f e b"]
+    lines = ["a b c d", "l k j i h", "c g a f e b"]  # no repeated letter: the 300-update model misses some
     (tmp_path / "input.txt").write_text("\n".join(lines) + "\n")
     out = run(
         "fairseq-interactive", trained["data"], "--user-dir", USER_DIR, "--path", trained["checkpoint"], "--cpu",
@@ -140,6 +140,19 @@ def test_interactive_translates_typed_lines(trained, tmp_path):
     )  # fmt: skip
     hyps = hypotheses(out.stdout)
     assert [hyps[i] for i in range(len(lines))] == [" ".join(reversed(line.split())) for line in lines]
+
+
+def test_interactive_skips_a_line_longer_than_the_model_and_goes_on(trained, tmp_path):
+    lines = ["a b c d", " ".join(["a"] * 40), "l k j i h"]  # the middle one is longer than the 32 positions of A
+    (tmp_path / "input.txt").write_text("\n".join(lines) + "\n")
+    out = run(
+        "fairseq-interactive", trained["data"], "--user-dir", USER_DIR, "--path", trained["checkpoint"], "--cpu",
+        "--source-lang", "src", "--target-lang", "tgt", "--beam", 4, "--input", tmp_path / "input.txt",
+        "--skip-invalid-size-inputs-valid-test",
+    )  # fmt: skip
+    hyps = hypotheses(out.stdout)
+    assert hyps == {0: "d c b a", 2: "h i j k l"}
+    assert "have invalid sizes and will be skipped, max_positions=(32, 32)" in out.stderr
 
 
 def test_safe_load_reads_fairseq_checkpoints_and_nothing_else(trained, tmp_path):

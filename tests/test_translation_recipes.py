@@ -184,6 +184,9 @@ def test_checkpoint_loading_refuses_pickled_code(tmp_path):
     torch.save({"model": {}, "hook": io.BytesIO(b"any object")}, tmp_path / "bad.pt")
     with pytest.raises(Exception, match="(?i)weights.only|unsupported global"):
         load_checkpoint(tmp_path / "bad.pt")
+    (tmp_path / "text.pt").write_text("not a checkpoint\n")
+    with pytest.raises(ValueError, match=r"text\.pt \(17 bytes\) is not a checkpoint this suite can read"):
+        load_checkpoint(tmp_path / "text.pt")
 
 
 def test_average_checkpoints_script_takes_the_latest(tmp_path):

@@ -6,6 +6,7 @@ import gzip
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,9 +26,9 @@ import resmlp_suite  # noqa: F401  (registers the models)
 from resmlp_suite.plotting import plot_curves
 from resmlp_suite.training import DistillationLoss, create_teacher, init_distributed, read_checkpoint, read_metrics
 from resmlp_suite.training.precision import amp_dtype
-from resmlp_suite.vision.data import FashionMNIST, create_dataset, create_datasets, read_idx
+from resmlp_suite.vision.data import FashionMNIST, create_dataset, create_datasets, loader_workers, read_idx
 from resmlp_suite.vision.evaluation import evaluate_checkpoint
-from resmlp_suite.vision.training import Trainer, scaled_lr, train
+from resmlp_suite.vision.training import Trainer, check_numeric_options, scaled_lr, train
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -185,6 +186,18 @@ def test_bad_settings_are_rejected():
         amp_dtype("fp8")
 
 
+@pytest.mark.parametrize("override, message", [
+    ("train.epochs=abc", "train.epochs must be an integer, got 'abc'"),
+    ("train.batch_size=12.5", "train.batch_size must be an integer, got 12.5"),
+    ("optim.lr=fast", "optim.lr must be a number, got 'fast'"),
+    ("train.grad_clip=true", "train.grad_clip must be a number or null, got True"),
+])
+def test_numeric_options_of_the_wrong_type_are_named(override, message):
+    check_numeric_options(compose_cfg(["train.grad_clip=1", "data.num_workers=null"]))  # an int for a float; null
+    with pytest.raises(ValueError, match=message):
+        check_numeric_options(compose_cfg([override]))
+
+
 # -- data ---------------------------------------------------------------------------------------------
 
 
@@ -301,6 +314,12 @@ def test_evaluate_reproduces_the_best_validation_accuracy(trained_run):
         check=True,
     )
     assert json.loads(script.stdout.strip().splitlines()[-1])["top1"] == pytest.approx(best_row["val_top1"])
+
+
+def test_evaluate_names_an_input_channel_count_the_model_does_not_take(trained_run):
+    out, _ = trained_run
+    with pytest.raises(ValueError, match=r"in_chans=1 \(--in-chans\) does not fit .*best\.pt: its model takes 3-chan"):
+        evaluate_checkpoint(out / "best.pt", data={"in_chans": 1}, num_workers=0)
 
 
 def test_finished_run_restarted_with_resume_auto_does_nothing(trained_run, shapes_root):
@@ -446,3 +465,96 @@ def test_plot_curves_overlays_runs(trained_run, tmp_path):
     assert Image.open(png).size[0] > 500
     with pytest.raises(ValueError, match="2 metrics files but 1 labels"):
         plot_curves([out / "metrics.csv", out / "metrics.json"], tmp_path / "x.png", labels=["a"])
+
+
+def test_loader_workers_default_to_this_processes_share_of_the_cpus(monkeypatch):
+    cpus = len(os.sched_getaffinity(0))
+    assert loader_workers(None) == min(10, cpus) and loader_workers(None, preferred=1) == 1
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(cpus * 2))  # more torchrun processes than CPUs: one worker each
+    assert loader_workers(None) == 1
+    assert loader_workers(12) == 12  # asked for explicitly
+    assert compose_cfg(["data=imagefolder", "data.root=/x"]).data.num_workers is None
+
+
+# -- files that are not what they should be -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("content", [b"", b"hello, I am text\n"])
+def test_a_file_that_is_not_a_checkpoint_is_named_by_every_reader(tmp_path, shapes_root, content):
+    from resmlp_suite import convert
+    from resmlp_suite.vision import load_checkpoint
+
+    bad = tmp_path / "weights.pth"
+    bad.write_bytes(content)
+    message = rf"{bad} \({len(content)} bytes\) is not a checkpoint this suite can read"
+    readers = {
+        "load_checkpoint": lambda: load_checkpoint(timm.create_model("resmlp_tiny_p4"), bad),
+        "evaluate": lambda: evaluate_checkpoint(bad, num_workers=0),
+        "convert": lambda: convert.main([str(bad), str(tmp_path / "out.safetensors"), "--to", "timm"]),
+        "pretrained_file": lambda: train(compose_cfg(tiny_overrides(shapes_root, tmp_path / "ft", epochs=1)
+                                                     + [f"model.pretrained_file={bad}"])),
+        "resume": lambda: train(compose_cfg(tiny_overrides(shapes_root, tmp_path / "r", epochs=1)
+                                            + [f"train.resume={bad}"])),
+    }
+    for name, read in readers.items():
+        with pytest.raises(ValueError, match=message):
+            read()
+    assert bad.read_bytes() == content
+
+
+def test_resume_refuses_a_truncated_last_checkpoint_and_keeps_it(trained_run, shapes_root, tmp_path):
+    out, _ = trained_run
+    run = tmp_path / "run"
+    run.mkdir()
+    data = (out / "last.pt").read_bytes()
+    (run / "last.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"cannot resume from .*last\.pt: .*train\.resume=null"):
+        train(compose_cfg(tiny_overrides(shapes_root, run, epochs=5)))
+    assert (run / "last.pt").read_bytes() == data[: len(data) // 2]
+
+
+def test_resume_on_data_with_other_classes_is_refused(trained_run, shapes_root, tmp_path):
+    out, _ = trained_run
+    other = tmp_path / "other"
+    shutil.copytree(shapes_root, other)
+    for split in ("train", "val"):
+        (other / split / "circle").rename(other / split / "disc")
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    with pytest.raises(ValueError, match=r"trained on the classes \['circle', 'square', 'triangle'\], and "
+                                         r"data.root=.* has \['disc', 'square', 'triangle'\]"):
+        train(compose_cfg(tiny_overrides(other, run, epochs=5)))
+
+
+def test_resumed_run_keeps_its_metrics_history_when_the_files_are_lost(trained_run, shapes_root, tmp_path):
+    out, _ = trained_run
+    before = read_metrics(out / "metrics.json")
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    (run / "metrics.json").unlink()
+    (run / "metrics.csv").unlink()
+    train(compose_cfg(tiny_overrides(shapes_root, run, epochs=5)))
+    for name in ("metrics.json", "metrics.csv"):
+        rows = read_metrics(run / name)
+        assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5]
+        assert rows[3]["val_top1"] == pytest.approx(before[3]["val_top1"])
+
+
+def test_a_damaged_metrics_file_is_set_aside_and_the_history_rebuilt_from_the_other(trained_run, shapes_root,
+                                                                                    tmp_path, caplog):
+    out, _ = trained_run
+    before = read_metrics(out / "metrics.json")
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    old = torch.load(run / "last.pt", weights_only=True)
+    del old["metrics"]  # a checkpoint from before the history was kept in it
+    torch.save(old, run / "last.pt")
+    damaged = (run / "metrics.json").read_text()[:50]
+    (run / "metrics.json").write_text(damaged)
+    with caplog.at_level(logging.WARNING):
+        train(compose_cfg(tiny_overrides(shapes_root, run, epochs=5)))
+    assert (run / "metrics.json.damaged").read_text() == damaged
+    assert f"{run / 'metrics.json'} cannot be read" in caplog.text
+    rows = read_metrics(run / "metrics.json")
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5]
+    assert [r["val_top1"] for r in rows[:4]] == pytest.approx([r["val_top1"] for r in before])

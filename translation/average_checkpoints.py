@@ -7,9 +7,10 @@
 import argparse
 from pathlib import Path
 
+from resmlp_suite.cli import user_errors
 from resmlp_suite.translation.average_checkpoints import average_checkpoints, last_checkpoints, save_checkpoint
 
-if __name__ == "__main__":
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--inputs", type=Path, nargs="+", required=True,
                         help="checkpoint files, or one folder with --num-*-checkpoints")
@@ -32,3 +33,8 @@ if __name__ == "__main__":
     print("averaging", *map(str, inputs))
     save_checkpoint(average_checkpoints(inputs), args.output)
     print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    with user_errors():
+        main()

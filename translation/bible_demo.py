@@ -3,7 +3,9 @@
     python translation/bible_demo.py            # full run, ~15 min on 2 CPU cores
     python translation/bible_demo.py --quick    # pipeline check, a few minutes
 """
+from resmlp_suite.cli import user_errors
 from resmlp_suite.translation.demo import main
 
 if __name__ == "__main__":
-    main()
+    with user_errors():
+        main()

@@ -10,9 +10,10 @@ fetched. Output: <out-dir>/data-bin (fairseq-preprocess --joined-dictionary), <o
 import argparse
 from pathlib import Path
 
+from resmlp_suite.cli import user_errors
 from resmlp_suite.translation.wmt14 import WMT14, prepare_wmt14
 
-if __name__ == "__main__":
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pair", choices=sorted(WMT14), required=True)
     parser.add_argument("--raw-dir", type=Path, required=True, help="archives or extracted WMT files")
@@ -22,3 +23,8 @@ if __name__ == "__main__":
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     prepare_wmt14(args.pair, args.raw_dir, args.out_dir, args.download, args.vocab_size, args.workers)
+
+
+if __name__ == "__main__":
+    with user_errors():
+        main()

@@ -13,13 +13,14 @@ import argparse
 import json
 from pathlib import Path
 
+from resmlp_suite.cli import user_errors
 from resmlp_suite.translation.bleu import compound_split_bleu, sacrebleu_score
 from resmlp_suite.files import atomic_write_text, read_lines
 from resmlp_suite.translation.generation import (
     GenerationSettings, hypotheses_in_order, read_hypotheses, translate,
 )
 
-if __name__ == "__main__":
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--hyp", type=Path, help="detokenised hypotheses, one per line")
@@ -53,3 +54,8 @@ if __name__ == "__main__":
         print(f"{name}: {score.text}")
     if args.json is not None:
         atomic_write_text(args.json, json.dumps({k: v.as_dict() for k, v in scores.items()}, indent=1))
+
+
+if __name__ == "__main__":
+    with user_errors():
+        main()

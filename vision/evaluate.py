@@ -15,6 +15,7 @@ import json
 import logging
 from typing import Any, Optional
 
+from resmlp_suite.cli import user_errors
 from resmlp_suite.vision.data import DATASETS
 from resmlp_suite.vision.evaluation import evaluate_checkpoint
 
@@ -32,7 +33,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--crop-pct", type=float)
     p.add_argument("--interpolation", choices=("bilinear", "bicubic", "nearest"))
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--num-workers", type=int, default=4)
+    p.add_argument("--num-workers", type=int, default=None,
+                   help="data-loading processes (default: min(4, the CPUs this process may use))")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"))
     return p.parse_args(argv)
@@ -41,25 +43,23 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     args = parse_args(argv)
     data = {k: getattr(args, k) for k in ("name", "root", "img_size", "in_chans", "crop_pct", "interpolation")}
-    try:
-        result = evaluate_checkpoint(
-            args.checkpoint,
-            model_name=args.model,
-            use_ema=args.ema,
-            data=data,
-            split=args.split,
-            batch_size=args.batch_size,
-            num_workers=args.num_workers,
-            device=args.device,
-            amp=args.amp,
-            progress=True,
-        )
-    except (ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}") from None
+    result = evaluate_checkpoint(
+        args.checkpoint,
+        model_name=args.model,
+        use_ema=args.ema,
+        data=data,
+        split=args.split,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        device=args.device,
+        amp=args.amp,
+        progress=True,
+    )
     print(json.dumps(result, default=list))
     return result
 
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
-    main()
+    with user_errors():
+        main()

@@ -32,6 +32,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
+from resmlp_suite.cli import user_errors
 from resmlp_suite.vision.training import train
 
 
@@ -40,7 +41,8 @@ def main(cfg: DictConfig) -> Optional[float]:
     # Hydra's job directory is output_dir for a single run and output_dir/<overrides> in a sweep.
     with open_dict(cfg):
         cfg.output_dir = HydraConfig.get().runtime.output_dir
-    return train(cfg).get("val_top1")  # the value a hydra sweeper optimises
+    with user_errors():
+        return train(cfg).get("val_top1")  # the value a hydra sweeper optimises
 
 
 if __name__ == "__main__":

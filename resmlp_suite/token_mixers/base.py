@@ -100,6 +100,19 @@ class TokenMixer(nn.Module):
                     f"got {tuple(key_padding_mask.shape)}"
                 )
             x = x.masked_fill(key_padding_mask.unsqueeze(-1), 0.0)
+        out = self._mix(x, num_tokens)
+        if not self.causal or torch.isfinite(out.detach().sum(dtype=torch.float32)):
+            return out
+        # The upper triangle is zero, but 0 * inf = NaN: a non-finite input at position j (an fp16
+        # overflow) has reached every position before j. Mix the finite values instead, and mark
+        # non-finite (NaN) each output whose own past holds a non-finite input. Only when some output
+        # is not finite: the check is one reduction (and on a GPU one synchronisation), this path several
+        # passes (measured 4.5x the mixing on a CPU).
+        bad = ~torch.isfinite(x)
+        out = self._mix(x.masked_fill(bad, 0.0), num_tokens)
+        return out.masked_fill(bad.cummax(dim=1).values, float("nan"))
+
+    def _mix(self, x: torch.Tensor, num_tokens: int) -> torch.Tensor:
         weight = self.mixing_matrix(num_tokens).to(x.dtype)
         bias = self.token_bias(num_tokens)
         bias = None if bias is None else bias.to(x.dtype)
@@ -129,6 +142,8 @@ class TokenMixer(nn.Module):
             raise RuntimeError(f"step() is only defined for a causal {type(self).__name__}")
         if x.dim() != 3 or x.shape[1] != 1:
             raise ValueError(f"step() takes the newest position only, shape (batch, 1, channels); got {tuple(x.shape)}")
+        if position < 0:
+            raise ValueError(f"step() position must be >= 0, got {position}")
         self.check_length(position + 1)
         filled = 0 if state is None else state["length"]
         if filled != position:

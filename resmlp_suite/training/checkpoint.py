@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 import numpy as np
+import safetensors.torch
 import torch
 
 from ..files import PathLike, atomic_copy, atomic_write
@@ -23,6 +24,7 @@ __all__ = [
     "atomic_save",
     "atomic_copy",
     "read_checkpoint",
+    "read_tensor_file",
     "rng_state",
     "set_rng_state",
     "resolve_resume",
@@ -39,12 +41,28 @@ def atomic_save(obj: Any, path: PathLike) -> None:
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
-def read_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True`` (no arbitrary code runs while reading it)."""
+def read_tensor_file(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> Any:
+    """What a ``.safetensors`` file (by extension) or a ``torch.save`` file holds, read without running
+    pickled code (``weights_only=True``). Every file that is neither (text, empty, truncated, a pickle of
+    other objects) raises one ValueError that names it."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        raise FileNotFoundError(f"checkpoint {path} does not exist (expected a .pth, .pt or .safetensors file)")
+    try:
+        if path.suffix == ".safetensors":
+            return safetensors.torch.load_file(path, device=str(map_location))
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # what each broken file raises differs: IndexError, EOFError, RuntimeError, ...
+        raise ValueError(
+            f"{path} ({path.stat().st_size} bytes) is not a checkpoint this suite can read: expected a torch.save "
+            f"file (read with weights_only=True) or a .safetensors file; reading it failed with "
+            f"{type(error).__name__}: {error}"
+        ) from error
+
+
+def read_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> dict[str, Any]:
+    """Load a training checkpoint with ``weights_only=True`` (no arbitrary code runs while reading it)."""
+    ckpt = read_tensor_file(path, map_location)
     if not isinstance(ckpt, dict):
         raise ValueError(f"checkpoint {path} should hold a dict, got {type(ckpt).__name__}")
     return ckpt

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any, Optional
@@ -11,6 +12,8 @@ from typing import Any, Optional
 from ..files import atomic_write, atomic_write_text
 
 __all__ = ["MetricsLogger", "read_metrics"]
+
+_logger = logging.getLogger(__name__)
 
 CSV_NAME = "metrics.csv"
 JSON_NAME = "metrics.json"
@@ -37,24 +40,48 @@ def _parse(value: str) -> Any:
 class MetricsLogger:
     """Collects one row per epoch and rewrites the CSV/JSON files after each, so a killed run keeps its history.
 
-    Rows count epochs from 1. On resume, rows after ``completed_epochs`` (work about to be redone)
-    are dropped, and TensorBoard purges events after ``start_step``.
+    Rows count epochs from 1. On resume, the history comes from the checkpoint (``history``, the rows
+    it was saved with) or, for a checkpoint without one, from the files; rows after ``completed_epochs``
+    (work about to be redone) are dropped, the files are rewritten to match, and TensorBoard purges
+    events after ``start_step``. A metrics file that cannot be read is set aside (renamed), never deleted.
     """
 
-    def __init__(self, run_dir: os.PathLike | str, completed_epochs: int = 0, start_step: int = 0) -> None:
+    def __init__(self, run_dir: os.PathLike | str, completed_epochs: int = 0, start_step: int = 0,
+                 history: Optional[list[dict[str, Any]]] = None) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.json_path = self.run_dir / JSON_NAME
         self.csv_path = self.run_dir / CSV_NAME
-        self.rows: list[dict[str, Any]] = []
-        if completed_epochs > 0 and self.json_path.exists():
-            self.rows = [r for r in read_metrics(self.json_path) if r["epoch"] <= completed_epochs]
+        if history is None and completed_epochs > 0:
+            history = self._recover()
+        self.rows: list[dict[str, Any]] = [dict(r) for r in history or () if r["epoch"] <= completed_epochs]
+        if self.rows:
+            self._write()
         # Events after the checkpointed step came from the interrupted epoch: TensorBoard drops them.
         self.writer = SummaryWriter(
             str(self.run_dir / "tensorboard"), purge_step=start_step + 1 if start_step > 0 else None
         )
+
+    def _recover(self) -> list[dict[str, Any]]:
+        """The rows of the first metrics file that reads, setting aside the ones that do not."""
+        for path in (self.json_path, self.csv_path):
+            if not path.is_file():
+                continue
+            try:
+                rows = read_metrics(path)
+                if all(isinstance(r, dict) and "epoch" in r for r in rows):
+                    return rows
+                error = "rows without an epoch"
+            except (ValueError, csv.Error) as failure:  # json.JSONDecodeError is a ValueError
+                error = str(failure)
+            aside = path.with_name(f"{path.name}.damaged")
+            os.replace(path, aside)
+            _logger.warning("%s cannot be read (%s): set aside as %s", path, error, aside)
+        _logger.warning("no readable metrics history in %s: the metrics files restart from the resumed epoch",
+                        self.run_dir)
+        return []
 
     def scalar(self, tag: str, value: float, step: int) -> None:
         self.writer.add_scalar(tag, value, step)
@@ -66,6 +93,9 @@ class MetricsLogger:
             if key != "epoch" and isinstance(value, (int, float)):
                 self.writer.add_scalar(f"epoch/{key}", value, step)
         self.writer.flush()
+        self._write()
+
+    def _write(self) -> None:
         atomic_write_text(self.json_path, json.dumps(self.rows, indent=1))
         atomic_write(self.csv_path, self._write_csv)
 

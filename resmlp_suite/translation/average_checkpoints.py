@@ -15,6 +15,7 @@ from typing import Any, Optional, Sequence
 import torch
 
 from ..files import atomic_open
+from ..training.checkpoint import read_tensor_file
 from .safe_load import FAIRSEQ_CHECKPOINT_GLOBALS
 
 _EPOCH_CHECKPOINT = re.compile(r"checkpoint(\d+)\.pt")
@@ -23,7 +24,7 @@ _UPDATE_CHECKPOINT = re.compile(r"checkpoint_\d+_(\d+)\.pt")
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     with torch.serialization.safe_globals(FAIRSEQ_CHECKPOINT_GLOBALS):
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = read_tensor_file(path)
     if not isinstance(state, dict) or "model" not in state:
         raise ValueError(f"{path} is not a fairseq checkpoint: expected a dict with a 'model' entry")
     return state

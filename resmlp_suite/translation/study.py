@@ -42,6 +42,7 @@ from typing import Optional, Sequence
 
 import sacrebleu
 
+from ..cli import user_errors
 from ..device_info import device_name
 from ..files import atomic_write_text
 from ..plotting import plot_valid_loss
@@ -438,4 +439,5 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    with user_errors():
+        main()

@@ -227,6 +227,16 @@ def create_eval_transform(input_config: Mapping[str, Any]) -> Callable:
     return create_transform(**input_config, is_training=False)
 
 
+def loader_workers(requested: Optional[int], preferred: int = 10) -> int:
+    """``requested`` data-loading processes, or for None the lesser of ``preferred`` and this process's share
+    of the CPUs it may use (torchrun's ``LOCAL_WORLD_SIZE`` processes share them): more workers than CPUs
+    only contend for them, and torch warns."""
+    if requested is not None:
+        return requested
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(preferred, max(1, cpus // int(os.environ.get("LOCAL_WORLD_SIZE", 1))))
+
+
 def create_train_loader(
     dataset: Dataset, batch_size: int, env: DistEnv, num_workers: int = 0, repeated_aug: int = 0
 ) -> DataLoader:

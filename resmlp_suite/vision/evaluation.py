@@ -19,6 +19,7 @@ from .data import (
     create_dataset,
     create_eval_loader,
     create_eval_transform,
+    loader_workers,
     resolve_input_config,
 )
 from .model_factory import classifier_from_run, classifier_from_weights
@@ -71,7 +72,7 @@ def evaluate_checkpoint(
     data: Optional[Mapping[str, Any]] = None,
     split: Optional[str] = None,
     batch_size: int = 256,
-    num_workers: int = 4,
+    num_workers: Optional[int] = None,
     device: str = "auto",
     amp: str = "none",
     progress: bool = False,
@@ -88,6 +89,11 @@ def evaluate_checkpoint(
     if "config" in state:
         model, run_cfg = classifier_from_run(state, use_ema=use_ema)
         settings = {**OmegaConf.to_container(run_cfg.data, resolve=True), **overrides}
+        if settings["in_chans"] != run_cfg.data.in_chans:
+            raise ValueError(
+                f"in_chans={settings['in_chans']} (--in-chans) does not fit {checkpoint}: its model takes "
+                f"{run_cfg.data.in_chans}-channel images (the run's data.in_chans); leave the option out"
+            )
         split = split or settings["val_split"]
         dataset, _ = create_dataset(
             settings["name"], settings["root"], split, in_chans=settings["in_chans"], classes=state["classes"]
@@ -108,7 +114,7 @@ def evaluate_checkpoint(
     input_config = resolve_input_config(settings, model)
     dataset.transform = create_eval_transform(input_config)
     loader = create_eval_loader(
-        dataset, batch_size, DistEnv(rank=0, local_rank=0, world_size=1, device=dev), num_workers
+        dataset, batch_size, DistEnv(rank=0, local_rank=0, world_size=1, device=dev), loader_workers(num_workers, 4)
     )
     metrics = evaluate(model.to(dev), loader, dev, amp=amp, progress=progress)
     return {"checkpoint": str(checkpoint), "split": split, **metrics, "input_config": input_config}

@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from .resmlp import ResMLP
-from .weights import load_checkpoint
+from .weights import load_checkpoint, read_state_dict
 
 __all__ = ["create_model_from_config", "classifier_from_run", "classifier_from_weights"]
 
@@ -22,8 +22,9 @@ def _plain(node: Any) -> Any:
 def create_model_from_config(model_cfg: Mapping[str, Any], num_classes: int, load_pretrained: bool = True) -> nn.Module:
     """``timm.create_model(model.name, num_classes=..., **model.kwargs)``.
 
-    ``model.pretrained_file`` (a local file, e.g. ImageNet weights to fine-tune) goes through timm's
-    pretrained loader, which adapts the layout and drops a classifier of another size.
+    ``model.pretrained_file`` (a local file, e.g. ImageNet weights to fine-tune), read by
+    :func:`~resmlp_suite.vision.weights.read_state_dict`, goes through timm's pretrained loader, which
+    adapts the layout and drops a classifier of another size.
     """
     kwargs = _plain(model_cfg.get("kwargs")) or {}
     pretrained_file = model_cfg.get("pretrained_file") if load_pretrained else None
@@ -33,7 +34,7 @@ def create_model_from_config(model_cfg: Mapping[str, Any], num_classes: int, loa
         return timm.create_model(
             model_cfg["name"],
             pretrained=True,
-            pretrained_cfg_overlay=dict(file=pretrained_file),
+            pretrained_cfg_overlay=dict(state_dict=read_state_dict(pretrained_file)),
             num_classes=num_classes,
             **kwargs,
         )

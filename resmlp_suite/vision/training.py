@@ -47,6 +47,7 @@ from .data import (
     create_eval_transform,
     create_train_loader,
     create_train_transform,
+    loader_workers,
     resolve_input_config,
     start_epoch,
     subsample,
@@ -82,7 +83,32 @@ def create_criterion(smoothing: float, mixup_active: bool) -> nn.Module:
     return nn.CrossEntropyLoss()
 
 
+# The numeric options, checked before any of them is used: hydra passes `train.epochs=abc` on as a string.
+# key -> (type, whether null is allowed); a float option takes an int too.
+NUMERIC_OPTIONS = {
+    "train.epochs": (int, False), "train.batch_size": (int, False), "train.seed": (int, False),
+    "train.log_every": (int, False), "train.num_threads": (int, True), "train.grad_clip": (float, True),
+    "train.ema_decay": (float, False), "optim.lr": (float, False), "optim.lr_base_batch": (int, False),
+    "optim.weight_decay": (float, False), "sched.warmup_epochs": (float, False), "sched.warmup_lr": (float, False),
+    "sched.min_lr": (float, False), "sched.cooldown_epochs": (int, False), "data.img_size": (int, False),
+    "data.in_chans": (int, False), "data.num_workers": (int, True), "data.train_samples": (int, True),
+    "data.eval_batch_size": (int, True), "aug.smoothing": (float, False), "aug.repeated_aug": (int, False),
+}
+
+
+def check_numeric_options(cfg: DictConfig) -> None:
+    absent = object()
+    for key, (kind, nullable) in NUMERIC_OPTIONS.items():
+        value = OmegaConf.select(cfg, key, default=absent, throw_on_missing=True)
+        if value is absent or (value is None and nullable):
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
+            expected = "an integer" if kind is int else "a number"
+            raise ValueError(f"{key} must be {expected}{' or null' if nullable else ''}, got {value!r}")
+
+
 def _check_config(cfg: DictConfig, env: DistEnv) -> None:
+    check_numeric_options(cfg)
     t = cfg.train
     amp_dtype(t.amp)
     if t.epochs < 1:
@@ -125,11 +151,11 @@ class Trainer:
             self.train_set,
             self.batch_per_rank,
             env,
-            num_workers=cfg.data.num_workers,
+            num_workers=loader_workers(cfg.data.num_workers),
             repeated_aug=cfg.aug.repeated_aug,
         )
         self.val_loader = create_eval_loader(
-            self.val_set, cfg.data.get("eval_batch_size") or self.batch_per_rank, env, cfg.data.num_workers
+            self.val_set, cfg.data.get("eval_batch_size") or self.batch_per_rank, env, loader_workers(cfg.data.num_workers)
         )
 
         mixup = _container(cfg.aug.mixup)
@@ -178,6 +204,8 @@ class Trainer:
         self.epoch = 0  # completed epochs
         self.step = 0  # optimizer updates
         self.best_top1 = -math.inf
+        self.metrics: Optional[MetricsLogger] = None  # rank 0, during fit()
+        self.resumed_history: Optional[list[dict[str, Any]]] = None  # the metrics rows of the loaded checkpoint
         checkpoint = resolve_resume(t.resume, self.run_dir)
         if checkpoint is not None:
             self.load(checkpoint)
@@ -204,6 +232,8 @@ class Trainer:
             "best_top1": self.best_top1,
             "classes": list(self.classes),
             "config": OmegaConf.to_yaml(self.cfg, resolve=True),
+            # the history lives with the weights, so no loss of a metrics file loses it
+            "metrics": self.metrics.rows if self.metrics is not None else [],
         }
 
     def save(self, is_best: bool) -> None:
@@ -216,7 +246,16 @@ class Trainer:
             atomic_copy(self.run_dir / LAST, self.run_dir / BEST)
 
     def load(self, path: Path) -> None:
-        state = read_checkpoint(path, map_location="cpu")
+        way_out = f"start over with train.resume=null (it overwrites {path}) or choose another output_dir"
+        try:
+            state = read_checkpoint(path, map_location="cpu")
+        except ValueError as error:
+            raise ValueError(f"cannot resume from {path}: {error}. The file is kept; {way_out}") from error
+        if list(state["classes"]) != list(self.classes):
+            raise ValueError(
+                f"cannot resume from {path}: it was trained on the classes {list(state['classes'])}, and "
+                f"data.root={self.cfg.data.root!r} has {list(self.classes)} (names and order must match); {way_out}"
+            )
         self.model.load_state_dict(state["model"])
         if self.ema is not None:
             if state.get("model_ema") is None:
@@ -228,6 +267,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.step, self.best_top1 = state["epoch"], state["step"], state["best_top1"]
+        self.resumed_history = state.get("metrics")  # None in checkpoints written before it was kept there
         # timm's schedulers are functions of the epoch/update count: put the lr where the run left it.
         self.scheduler.step(self.epoch)
         self.scheduler.step_update(self.step)
@@ -336,7 +376,8 @@ class Trainer:
                 self.lr,
                 self.run_dir,
             )
-        metrics = MetricsLogger(self.run_dir, self.epoch, self.step) if env.is_main else None
+        metrics = self.metrics = (MetricsLogger(self.run_dir, self.epoch, self.step, self.resumed_history)
+                                  if env.is_main else None)
         try:
             if self.epoch >= cfg.train.epochs:
                 _logger.info(

@@ -22,10 +22,10 @@ from typing import Literal, Mapping, Union
 import torch
 from safetensors.torch import save_file
 from torch import nn
-from timm.models import clean_state_dict, load_state_dict
+from timm.models import clean_state_dict
 
 from ..files import PathLike, atomic_write
-from ..training.checkpoint import atomic_save
+from ..training.checkpoint import atomic_save, read_tensor_file
 
 __all__ = [
     "LAYOUTS",
@@ -157,12 +157,10 @@ def read_state_dict(source: Source) -> StateDict:
     unwrap ``{"model": ...}``/``{"state_dict": ...}`` and strip ``module.``/``_orig_mod.`` prefixes."""
     if isinstance(source, Mapping):
         return _unwrap(source)
-    path = os.fspath(source)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint file not found: {path!r} (expected a .pth, .pt or .safetensors file)")
-    # timm's reader: safetensors by extension, otherwise torch.load(weights_only=True); EMA copies are ignored
-    # so the raw weights are what gets loaded.
-    return _unwrap(load_state_dict(path, use_ema=False))
+    content = read_tensor_file(source)
+    if not isinstance(content, Mapping):
+        raise ValueError(f"{os.fspath(source)} holds a {type(content).__name__}, not a state dict")
+    return _unwrap(content)  # EMA copies are ignored: the raw weights are what gets loaded
 
 
 def _describe_mismatch(expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor], limit: int = 12) -> str:
