@@ -304,7 +304,11 @@ def setting_groups(results: dict[str, dict], study: Plan) -> dict[tuple[str, str
     known = study.runs + [Run(r["model"], r["size"], r["label"], tuple(r["options"]), r["seed"]) for r in results.values()]
     order = {"screen": 0, "confirm": 1, "transformer": 0, "resmlp": 1, "paper": 0}
     groups: dict[tuple[str, str, str], list[Run]] = {}
-    for run in sorted(known, key=lambda r: (order[r.size], order[r.model], order.get(r.label, 1), r.label)):
+    def rate_ordered(label: str) -> str:  # "learning rate=2e-3" before "learning rate=1.6e-2"
+        return re.sub(r"(?<=learning rate=)[0-9.e-]+", lambda m: f"{float(m.group()):.6f}", label)
+
+    for run in sorted(known, key=lambda r: (order[r.size], order[r.model], order.get(r.label, 1),
+                                            rate_ordered(r.label))):
         groups.setdefault((run.size, run.model, run.label), [Setting(run.model, run.label, run.options).run(seed, run.size)
                                                              for seed in SEEDS])
     return groups
