@@ -155,8 +155,10 @@ def bleu_per_seed(setting: Setting, results: dict[str, dict]) -> list[float]:
     return scores
 
 
-def screen(settings: dict[str, Setting], results: dict[str, dict], todo: list[Run], ordered: bool = False) -> Optional[str]:
-    """Adds to ``todo`` what choosing among ``settings`` still needs; returns the choice once settled.
+def screen(settings: dict[str, Setting], results: dict[str, dict], todo: list[Run],
+           ordered: bool = False) -> Optional[Decision]:
+    """Adds to ``todo`` what choosing among ``settings`` still needs; returns the decision so far, or None
+    while an option that takes part has no first seed.
 
     ``ordered``: numeric options, searched as a ladder from the first one (assumes one peak): only the
     neighbours of the best so far are run, so a learning rate needs three to four runs, not the whole grid.
@@ -175,7 +177,7 @@ def screen(settings: dict[str, Setting], results: dict[str, dict], todo: list[Ru
         return None
     decision = decide({option: scores for option, scores in bleus.items() if scores})
     todo += [settings[option].run(SEEDS[len(bleus[option])]) for option in decision.reseed]
-    return decision.best if decision.settled else None
+    return decision
 
 
 @dataclass
@@ -187,8 +189,10 @@ class Plan:
 
 def plan(results: dict[str, dict]) -> Plan:
     """The study as a function of what has finished. Per model: the learning rate first (seed 1 of every
-    rate, a second seed where two are within MARGIN BLEU); then every other factor, one at a time, at the
-    chosen rate; then the combination of each factor's choice; then the confirm size."""
+    rate the ladder reaches, a second seed where two are within MARGIN BLEU); then every other factor, one
+    at a time, at the best rate so far (while the rate's second seeds are pending too: if they change the
+    best, the factors are screened again at the new one); once every choice is settled, their combination;
+    then the confirm size."""
     runs: list[Run] = []
     chosen, tuned = {}, {}
     for model, paper, factors in (("transformer", (), TRANSFORMER_FACTORS), ("resmlp", PAPER_RESMLP, RESMLP_FACTORS)):
@@ -197,15 +201,16 @@ def plan(results: dict[str, dict]) -> Plan:
         rate = screen(rate_settings, results, runs, ordered=True)
         if rate is None:
             continue
-        picks = {LEARNING_RATE: rate}
+        best = rate_settings[rate.best]
+        decisions = {LEARNING_RATE: rate}
         for factor, choices in factors.items():
             if factor != LEARNING_RATE:
-                picks[factor] = screen(factor_settings(rate_settings[rate], factor, choices), results, runs,
-                                       ordered=factor in ORDERED)
-        best = rate_settings[rate]
-        if None in picks.values():
+                decisions[factor] = screen(factor_settings(best, factor, choices), results, runs,
+                                           ordered=factor in ORDERED)
+        if not all(decision is not None and decision.settled for decision in decisions.values()):
             tuned[model] = best
             continue
+        picks = {factor: decision.best for factor, decision in decisions.items()}
         changed = {f: o for f, o in picks.items() if f != LEARNING_RATE and o != next(iter(factors[f]))}
         if len(changed) == 1:  # the combination is a screened setting
             (factor, option), = changed.items()
