@@ -122,8 +122,8 @@ def factor_settings(base: Setting, factor: str, choices: dict[str, tuple[str, ..
     """``base`` with each option of ``factor``; its first option is ``base`` itself."""
     prefix = "" if base.label == "paper" else f"{base.label}, "
     first = next(iter(choices))
-    return {option: base if option == first else
-            Setting(base.model, f"{prefix}{factor}={option}", base.options + flags) for option, flags in choices.items()}
+    return {option: base if option == first else Setting(base.model, f"{prefix}{factor}={option}", base.options + flags)
+            for option, flags in choices.items()}
 
 
 @dataclass(frozen=True)
@@ -306,7 +306,8 @@ def _fmt(value: Optional[float]) -> str:
 
 def setting_groups(results: dict[str, dict], study: Plan) -> dict[tuple[str, str, str], list[Run]]:
     """(size, model, label) -> the setting's run per seed, for every planned or finished setting, in table order."""
-    known = study.runs + [Run(r["model"], r["size"], r["label"], tuple(r["options"]), r["seed"]) for r in results.values()]
+    known = study.runs + [Run(r["model"], r["size"], r["label"], tuple(r["options"]), r["seed"])
+                          for r in results.values()]
     order = {"screen": 0, "confirm": 1, "transformer": 0, "resmlp": 1, "paper": 0}
     groups: dict[tuple[str, str, str], list[Run]] = {}
     def rate_ordered(label: str) -> str:  # "learning rate=2e-3" before "learning rate=1.6e-2"
@@ -314,8 +315,8 @@ def setting_groups(results: dict[str, dict], study: Plan) -> dict[tuple[str, str
 
     for run in sorted(known, key=lambda r: (order[r.size], order[r.model], order.get(r.label, 1),
                                             rate_ordered(r.label))):
-        groups.setdefault((run.size, run.model, run.label), [Setting(run.model, run.label, run.options).run(seed, run.size)
-                                                             for seed in SEEDS])
+        setting = Setting(run.model, run.label, run.options)
+        groups.setdefault((run.size, run.model, run.label), [setting.run(seed, run.size) for seed in SEEDS])
     return groups
 
 
@@ -383,8 +384,8 @@ def write_report(results: dict[str, dict], sizes: dict[str, DemoSize], out: Path
                              f"{_fmt(r['chrf'][-1][1])} | {_fmt(r['valid_loss'][-1][1])} | {r['params'] / 1e6:.2f} M | "
                              f"{r['train_wall_s'] / 60:.1f} |")
         lines.append("")
-    lines += [f"Choices: each factor's best option by mean BLEU, settled once every option within {MARGIN:g} BLEU of it "
-              "has both seeds.", ""]
+    lines += [f"Choices: each factor's best option by mean BLEU, settled once every option within {MARGIN:g} BLEU "
+              "of it has both seeds.", ""]
     for model, setting in study.tuned.items():
         picks = study.chosen.get(model)
         lines.append(f"- {model}: " + (", ".join(f"{factor} {option}" for factor, option in picks.items()) + "."
@@ -394,8 +395,10 @@ def write_report(results: dict[str, dict], sizes: dict[str, DemoSize], out: Path
     plotted = "confirm"
     if not curves:  # until the confirm size has run: the screen's given and best settings so far, seed 1
         plotted = "screen"
-        keys = {Setting(model, label, ()).run(SEEDS[0]).key for model, leader in leaders.items() for label in ("paper", leader)}
-        curves = {f"{results[key]['model']} {results[key]['label']}": results[key] for key in sorted(keys) if key in results}
+        keys = {Setting(model, label, ()).run(SEEDS[0]).key for model, leader in leaders.items()
+                for label in ("paper", leader)}
+        curves = {f"{results[key]['model']} {results[key]['label']}": results[key]
+                  for key in sorted(keys) if key in results}
     if curves:
         sized = sizes[plotted]
         plot_valid_loss(curves, out.with_suffix(".png"),
