@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[1]  # the checkout (site-packages in a plain install)
 OWN_CODE = (REPO / "resmlp_suite", REPO / "vision", REPO / "translation", REPO / "benchmarks")
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError)
 

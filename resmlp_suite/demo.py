@@ -24,12 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from .cli import user_errors
+from .cli import REPO, user_errors
 from .files import atomic_write_text
 from .training.metrics import read_metrics
 from .translation.study import summary
 
-REPO = Path(__file__).resolve().parents[1]
 STUDY_JSON = REPO / "docs" / "translation_study.json"
 
 

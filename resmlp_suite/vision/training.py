@@ -147,15 +147,16 @@ class Trainer:
         self.train_set = subsample(self.train_set, cfg.data.get("train_samples"))
         random_seed(t.seed, env.rank)
 
+        workers = loader_workers(cfg.data.num_workers)
         self.train_loader = create_train_loader(
             self.train_set,
             self.batch_per_rank,
             env,
-            num_workers=loader_workers(cfg.data.num_workers),
+            num_workers=workers,
             repeated_aug=cfg.aug.repeated_aug,
         )
         self.val_loader = create_eval_loader(
-            self.val_set, cfg.data.get("eval_batch_size") or self.batch_per_rank, env, loader_workers(cfg.data.num_workers)
+            self.val_set, cfg.data.get("eval_batch_size") or self.batch_per_rank, env, workers
         )
 
         mixup = _container(cfg.aug.mixup)
