@@ -77,7 +77,7 @@ def build(name: str, size: DemoSize, dictionary: Dictionary, device: torch.devic
     """``(model, criterion)`` built by fairseq from the demo's command-line flags."""
     model, criterion = build_from_flags([
         *model_args(name, size), "--dropout", size.dropout,
-        "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", 0.1,
+        "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", 0.1, *size.model_options.get(name, ()),
     ], dictionary)
     return model.to(device), criterion
 

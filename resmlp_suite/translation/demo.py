@@ -23,7 +23,7 @@ import json
 import os
 import resource
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -63,6 +63,9 @@ class DemoSize:
     valid_books: tuple[int, ...] = (ROMANS,)
     test_books: tuple[int, ...] = (ACTS,)
     train_books: Optional[tuple[int, ...]] = None  # None: every book not held out
+    # Per model, flags after the shared ones (they win): the learning rate and options each model
+    # measured best with (docs/translation_study.md); an equal budget, not equal hyper-parameters.
+    model_options: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 FULL = DemoSize(dim=128, ffn_dim=512, layers=2, heads=4, max_update=500, max_tokens=2048,
@@ -112,8 +115,9 @@ def train_args(name: str, size: DemoSize, data_bin: Path, save_dir: Path, seed: 
                options: Sequence[str] = (), keep_checkpoints: int = 1) -> list[str]:
     """The shared budget: same data, batch, optimiser, schedule, updates and validation points.
 
-    ``options`` (model or recipe flags) come last, so they override; ``keep_checkpoints`` interval
-    checkpoints (one per validation) are kept besides ``checkpoint_last.pt``.
+    The size's ``model_options`` for this model, then ``options`` (model or recipe flags) come last, so
+    they override; ``keep_checkpoints`` interval checkpoints (one per validation) are kept besides
+    ``checkpoint_last.pt``.
     """
     return [str(a) for a in [
         data_bin, "--user-dir", USER_DIR, "--task", "translation", "--source-lang", SOURCE, "--target-lang", TARGET,
@@ -124,7 +128,8 @@ def train_args(name: str, size: DemoSize, data_bin: Path, save_dir: Path, seed: 
         "--max-tokens", size.max_tokens, "--max-update", size.max_update, "--seed", seed, "--num-workers", 0,
         "--validate-interval-updates", size.validate_every, "--save-interval-updates", size.validate_every,
         "--keep-interval-updates", keep_checkpoints, "--no-epoch-checkpoints", "--save-dir", save_dir,
-        "--log-format", "json", "--log-interval", max(size.validate_every // 5, 1), "--no-progress-bar", *options,
+        "--log-format", "json", "--log-interval", max(size.validate_every // 5, 1), "--no-progress-bar",
+        *size.model_options.get(name, ()), *options,
     ]]
 
 
@@ -138,7 +143,7 @@ def train_model(name: str, size: DemoSize, data_bin: Path, work_dir: Path) -> di
     with Stopwatch() as clock:
         run_fairseq("train", args, log_file=model_dir / "train.log")
     log = read_training_log(model_dir / "train.log")
-    record = {"arch_args": model_args(name, size), "params": log.params, "train_wall_s": clock.wall_s,
+    record = {"arch_args": model_args(name, size), "options": list(size.model_options.get(name, ())), "params": log.params, "train_wall_s": clock.wall_s,
               "train_cpu_s": clock.cpu_s, "valid_loss": log.valid_loss}
     atomic_write_text(record_path, json.dumps(record, indent=1))
     return record

@@ -22,9 +22,11 @@ def _plain(node: Any) -> Any:
 def create_model_from_config(model_cfg: Mapping[str, Any], num_classes: int, load_pretrained: bool = True) -> nn.Module:
     """``timm.create_model(model.name, num_classes=..., **model.kwargs)``.
 
-    ``model.pretrained_file`` (a local file, e.g. ImageNet weights to fine-tune), read by
-    :func:`~resmlp_suite.vision.weights.read_state_dict`, goes through timm's pretrained loader, which
-    adapts the layout and drops a classifier of another size.
+    Weights to start from (fine-tuning): ``model.pretrained_file`` (a local file, read by
+    :func:`~resmlp_suite.vision.weights.read_state_dict`), or ``model.pretrained=true`` with a tagged
+    name (``resmlp_s12.fb_in1k``: downloaded by timm). Both go through timm's pretrained loader and our
+    filter, which adapt the layout, drop a classifier of another size and resample the token mixing
+    to another ``img_size``.
     """
     kwargs = _plain(model_cfg.get("kwargs")) or {}
     pretrained_file = model_cfg.get("pretrained_file") if load_pretrained else None
@@ -38,7 +40,8 @@ def create_model_from_config(model_cfg: Mapping[str, Any], num_classes: int, loa
             num_classes=num_classes,
             **kwargs,
         )
-    return timm.create_model(model_cfg["name"], pretrained=False, num_classes=num_classes, **kwargs)
+    pretrained = bool(model_cfg.get("pretrained", False)) and load_pretrained
+    return timm.create_model(model_cfg["name"], pretrained=pretrained, num_classes=num_classes, **kwargs)
 
 
 def classifier_from_run(state: Mapping[str, Any], use_ema: bool = False) -> tuple[nn.Module, DictConfig]:

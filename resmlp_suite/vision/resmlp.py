@@ -1,12 +1,15 @@
 """ResMLP image classifiers (Touvron et al., 2021), registered in timm's model registry.
 
 The factories are thin: every variant is one :class:`ResMLP`. Names avoid timm's own
-(``resmlp_12_224``...) so both can live in one process; :func:`checkpoint_filter_fn` lets
-``timm.create_model(..., pretrained=True, pretrained_cfg_overlay=dict(file=...))`` read the official
-DeiT-repo and timm layouts.
+(``resmlp_12_224``...) so both can live in one process. Every official release is a pretrained tag
+(:data:`RELEASES`), so ``timm.create_model("resmlp_s12.fb_in1k", pretrained=True)`` loads timm's Hub copy
+(or the DeiT repo's file), at any multiple of the patch size (``img_size=384``): :func:`checkpoint_filter_fn`
+reads the DeiT-repo, timm and suite layouts and resamples the token mixing to the model's grid. A local
+file loads the same way: ``pretrained_cfg_overlay=dict(file=...)``.
 """
 from __future__ import annotations
 
+import logging
 from typing import Any, Optional
 
 import torch
@@ -17,7 +20,9 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from ..block import NormSpec, ResMLPBlock, create_norm, init_resmlp_weights
 from ..token_mixers import TokenMixerSpec
 
-__all__ = ["ResMLP"]
+__all__ = ["RELEASES", "ResMLP", "checkpoint_filter_fn"]
+
+_logger = logging.getLogger(__name__)
 
 
 class ResMLP(nn.Module):
@@ -123,10 +128,22 @@ class ResMLP(nn.Module):
 
 
 def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: ResMLP) -> dict[str, torch.Tensor]:
-    """Convert an official DeiT-repo or timm state dict to this model's layout (timm's pretrained hook)."""
+    """Official DeiT-repo, timm or suite weights in this model's layout (timm's pretrained hook).
+
+    Token mixing trained on another patch grid (224 px weights in a 384 px model) is resampled to the
+    model's grid (:func:`~resmlp_suite.vision.resample.resample_token_mixing`), and a classifier the model
+    does not have (a backbone with ``num_classes=0``, such as the DINO tags) is dropped.
+    """
+    from .resample import resample_state_dict
     from .weights import to_suite_layout
 
-    return to_suite_layout(state_dict)
+    state_dict, old_grid = resample_state_dict(to_suite_layout(state_dict), model.stem.grid_size)
+    if old_grid is not None:
+        _logger.info("resampled the token mixing of %s from a %dx%d to a %dx%d patch grid",
+                     type(model).__name__, *old_grid, *model.stem.grid_size)
+    if not isinstance(model.head, nn.Linear):
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith("head.")}
+    return state_dict
 
 
 def _create_resmlp(variant: str, pretrained: bool = False, **kwargs: Any) -> ResMLP:
@@ -141,13 +158,11 @@ def _create_resmlp(variant: str, pretrained: bool = False, **kwargs: Any) -> Res
 
 
 def _cfg(**kwargs: Any) -> dict[str, Any]:
-    # No URLs: weights are loaded from a local file (`pretrained_cfg_overlay=dict(file=...)` or
-    # `load_checkpoint`), never downloaded.
     return {
         "num_classes": 1000,
         "input_size": (3, 224, 224),
         "pool_size": None,
-        "crop_pct": 0.9,
+        "crop_pct": 0.9,  # the paper evaluates at 224 / 0.9, bicubic, centre crop
         "interpolation": "bicubic",
         "fixed_input_size": True,
         "mean": (0.485, 0.456, 0.406),
@@ -155,17 +170,44 @@ def _cfg(**kwargs: Any) -> dict[str, Any]:
         "first_conv": "stem.proj",
         "classifier": "head",
         "license": "apache-2.0",
+        "paper_ids": "arXiv:2105.03404",
         **kwargs,
     }
 
 
+# The official releases: our tag -> (timm's name of the same weights, the DeiT repo's file, the paper's
+# ImageNet-1k top-1 at 224 px; for the DINO backbones the linear probe, Table 2).
+RELEASES: dict[str, tuple[str, str, float]] = {
+    "resmlp_s12.fb_in1k": ("resmlp_12_224.fb_in1k", "resmlp_12_no_dist", 76.6),
+    "resmlp_s24.fb_in1k": ("resmlp_24_224.fb_in1k", "resmlp_24_no_dist", 79.4),
+    "resmlp_s36.fb_in1k": ("resmlp_36_224.fb_in1k", "resmlp_36_no_dist", 79.7),
+    "resmlp_b24.fb_in1k": ("resmlp_big_24_224.fb_in1k", "resmlpB_24_no_dist", 81.0),
+    "resmlp_s12.fb_distilled_in1k": ("resmlp_12_224.fb_distilled_in1k", "resmlp_12_dist", 77.8),
+    "resmlp_s24.fb_distilled_in1k": ("resmlp_24_224.fb_distilled_in1k", "resmlp_24_dist", 80.8),
+    "resmlp_s36.fb_distilled_in1k": ("resmlp_36_224.fb_distilled_in1k", "resmlp_36_dist", 81.0),
+    "resmlp_b24.fb_distilled_in1k": ("resmlp_big_24_224.fb_distilled_in1k", "resmlpB_24_dist", 83.6),
+    "resmlp_b24.fb_in22k_ft_in1k": ("resmlp_big_24_224.fb_in22k_ft_in1k", "resmlpB_24_22k", 84.4),
+    "resmlp_s12.fb_dino": ("resmlp_12_224.fb_dino", "resmlp_12_dino", 67.5),
+    "resmlp_s24.fb_dino": ("resmlp_24_224.fb_dino", "resmlp_24_dino", 72.8),
+}
+
+
+def _release_cfg(tag: str) -> dict[str, Any]:
+    timm_name, deit_file, top1 = RELEASES[tag]
+    dino = tag.endswith(".fb_dino")
+    return _cfg(
+        hf_hub_id=f"timm/{timm_name}",  # timm's copy of the weights (timm layout), tried first
+        url=f"https://dl.fbaipublicfiles.com/deit/{deit_file}.pth",  # the DeiT repo's file
+        num_classes=0 if dino else 1000,  # DINO: a backbone; give num_classes=... for a new head
+        description=(f"self-supervised (DINO) backbone; paper: linear probe {top1}" if dino
+                     else f"paper: ImageNet-1k top-1 {top1}"),
+    )
+
+
 default_cfgs = generate_default_cfgs(
     {
-        "resmlp_s12.untrained": _cfg(),
-        "resmlp_s24.untrained": _cfg(),
-        "resmlp_s36.untrained": _cfg(),
-        "resmlp_b24.untrained": _cfg(),
-        "resmlp_b24_p16.untrained": _cfg(),
+        **{tag: _release_cfg(tag) for tag in RELEASES},
+        "resmlp_b24_p16.untrained": _cfg(),  # the paper's B24/16: no weights were released
         "resmlp_tiny_p4.untrained": _cfg(num_classes=10, input_size=(1, 28, 28), crop_pct=1.0, mean=(0.5,), std=(0.5,)),
     }
 )
