@@ -322,6 +322,25 @@ def test_evaluate_names_an_input_channel_count_the_model_does_not_take(trained_r
         evaluate_checkpoint(out / "best.pt", data={"in_chans": 1}, num_workers=0)
 
 
+def test_a_run_at_another_resolution_resamples_its_token_mixing(trained_run, shapes_root, tmp_path, caplog):
+    """Evaluation at 24 px of a 16-px run (4x4 -> 6x6 patches), its naive alternative, and fine-tuning at 24 px."""
+    out, _ = trained_run
+    at_16 = evaluate_checkpoint(out / "best.pt", num_workers=0)
+    with caplog.at_level(logging.INFO, logger="resmlp_suite"):
+        resampled = evaluate_checkpoint(out / "best.pt", data={"img_size": 24}, num_workers=0)
+    assert "from a 4x4 to a 6x6 patch grid" in caplog.text
+    assert resampled["input_config"]["input_size"] == (3, 24, 24) and resampled["count"] == 60
+    assert resampled["top1"] > 50  # the 16-px weights still recognise the shapes (chance: 33 %)
+    resized_back = evaluate_checkpoint(out / "best.pt", source_img_size=24, num_workers=0)
+    assert resized_back["input_config"]["input_size"] == (3, 16, 16) and resized_back["top1"] > 50
+    assert resized_back["top1"] != at_16["top1"] or resized_back["loss"] != at_16["loss"]  # the images did change
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="resmlp_suite"):
+        finetune = train(compose_cfg([*tiny_overrides(shapes_root, tmp_path / "ft24", epochs=1), "data.img_size=24",
+                                      f"model.pretrained_file={out / 'best.pt'}"]))
+    assert "from a 4x4 to a 6x6 patch grid" in caplog.text and finetune["epoch"] == 1
+
+
 def test_finished_run_restarted_with_resume_auto_does_nothing(trained_run, shapes_root):
     out, last = trained_run
     before = (out / "last.pt").stat().st_mtime_ns

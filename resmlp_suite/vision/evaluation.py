@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
+from torchvision import transforms
 from tqdm import tqdm
 
 from ..training.checkpoint import read_checkpoint
@@ -76,18 +77,21 @@ def evaluate_checkpoint(
     device: str = "auto",
     amp: str = "none",
     progress: bool = False,
+    source_img_size: Optional[int] = None,
 ) -> dict[str, Any]:
     """Accuracy of a checkpoint on one split.
 
     A ``vision/train.py`` checkpoint brings its model, classes and data settings (``data`` entries
     override them: name, root, img_size, in_chans, crop_pct, interpolation, mean, std). Any other weight
     file needs ``model_name`` and ``data["root"]``; unset input settings come from the model's
-    pretrained config (for ResMLP the paper's: 224 px, crop 0.9, bicubic).
+    pretrained config (for ResMLP the paper's: 224 px, crop 0.9, bicubic). An ``img_size`` other than
+    the run's evaluates a ResMLP with its token mixing resampled to that size. ``source_img_size`` first
+    resizes every image to that size (data that comes at another resolution than the model's).
     """
     state = read_checkpoint(checkpoint)
     overrides = {k: v for k, v in (data or {}).items() if v is not None}
     if "config" in state:
-        model, run_cfg = classifier_from_run(state, use_ema=use_ema)
+        model, run_cfg = classifier_from_run(state, use_ema=use_ema, img_size=overrides.get("img_size"))
         settings = {**OmegaConf.to_container(run_cfg.data, resolve=True), **overrides}
         if settings["in_chans"] != run_cfg.data.in_chans:
             raise ValueError(
@@ -113,6 +117,8 @@ def evaluate_checkpoint(
     dev = resolve_device(device)
     input_config = resolve_input_config(settings, model)
     dataset.transform = create_eval_transform(input_config)
+    if source_img_size is not None:
+        dataset.transform = transforms.Compose([transforms.Resize(source_img_size), dataset.transform])
     loader = create_eval_loader(
         dataset, batch_size, DistEnv(rank=0, local_rank=0, world_size=1, device=dev), loader_workers(num_workers, 4)
     )

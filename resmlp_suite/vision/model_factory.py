@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import timm
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
-from .resmlp import ResMLP
+from .resmlp import ResMLP, checkpoint_filter_fn
 from .weights import load_checkpoint, read_state_dict
 
 __all__ = ["create_model_from_config", "classifier_from_run", "classifier_from_weights"]
@@ -44,21 +44,36 @@ def create_model_from_config(model_cfg: Mapping[str, Any], num_classes: int, loa
     return timm.create_model(model_cfg["name"], pretrained=pretrained, num_classes=num_classes, **kwargs)
 
 
-def classifier_from_run(state: Mapping[str, Any], use_ema: bool = False) -> tuple[nn.Module, DictConfig]:
-    """The model a training checkpoint (``vision/train.py``'s ``last.pt``/``best.pt``) holds, and the run's config."""
+def classifier_from_run(state: Mapping[str, Any], use_ema: bool = False,
+                        img_size: Optional[int] = None) -> tuple[nn.Module, DictConfig]:
+    """The model a training checkpoint (``vision/train.py``'s ``last.pt``/``best.pt``) holds, and the run's config.
+
+    ``img_size`` other than the run's builds the model for that size, with a ResMLP's token mixing
+    resampled to its patch grid (:mod:`~resmlp_suite.vision.resample`).
+    """
     if "config" not in state or "classes" not in state:
         raise ValueError("not a vision/train.py checkpoint (no 'config'/'classes' entries)")
     cfg = OmegaConf.create(state["config"])
     key = "model_ema" if use_ema else "model"
     if state.get(key) is None:
         raise ValueError("the checkpoint holds no EMA weights (the run had train.ema=false)")
+    weights = state[key]
+    if img_size is not None and img_size != cfg.data.img_size:
+        with open_dict(cfg):
+            cfg.model.kwargs.img_size = img_size
     model = create_model_from_config(cfg.model, len(state["classes"]), load_pretrained=False)
-    model.load_state_dict(state[key])
+    if isinstance(model, ResMLP):
+        weights = checkpoint_filter_fn(weights, model)
+    elif img_size is not None and img_size != cfg.data.img_size:
+        raise ValueError(f"img_size {img_size}: only a ResMLP's weights can be resampled to another size than the "
+                         f"run's {cfg.data.img_size}, and {cfg.model.name} is not one")
+    model.load_state_dict(weights)
     return model, cfg
 
 
 def classifier_from_weights(path: os.PathLike | str, model_name: str, num_classes: int, **kwargs: Any) -> nn.Module:
-    """A timm model with weights from a file: official DeiT-repo or timm ResMLP weights, or any timm checkpoint."""
+    """A timm model with weights from a file: official DeiT-repo or timm ResMLP weights (resampled to the
+    model's ``img_size``), or any timm checkpoint."""
     model = timm.create_model(model_name, pretrained=False, num_classes=num_classes, **kwargs)
     if isinstance(model, ResMLP):
         load_checkpoint(model, str(path))  # reads the DeiT-repo, timm and suite layouts

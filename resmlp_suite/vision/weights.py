@@ -184,12 +184,18 @@ def load_checkpoint(model: nn.Module, source: Source) -> Layout:
     """Load ResMLP weights strictly into ``model`` (a suite :class:`~resmlp_suite.vision.ResMLP`).
 
     ``source`` is a file path (``.pth``/``.pt``/``.safetensors``) or an already loaded dict, in the
-    official DeiT-repo, timm or suite layout (auto-detected). Returns the detected layout. Raises
+    official DeiT-repo, timm or suite layout (auto-detected); token mixing of another patch grid (a
+    square one) is resampled to the model's. Returns the detected layout. Raises
     :class:`CheckpointMismatchError` listing missing/unexpected keys and shape mismatches (nothing is loaded then).
     """
+    from .resample import resample_state_dict
+
     raw = read_state_dict(source)
     layout = detect_layout(raw)
     state_dict = to_suite_layout(raw)
+    grid = getattr(getattr(model, "stem", None), "grid_size", None)
+    if grid is not None:
+        state_dict, _ = resample_state_dict(state_dict, grid)
     expected = model.state_dict()
     problems = _describe_mismatch(expected, state_dict)
     if problems:
