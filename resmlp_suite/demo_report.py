@@ -10,6 +10,7 @@ from .plotting import plot_curves, plot_grouped_bars
 from .report import Document, Heading, Image, Paragraph, Table
 from .translation.bible import book_names
 from .translation.demo import plot_demo_valid_loss
+from .visualize import plot_token_mixing
 
 # The paper's reference numbers (Table 1 top-1 on ImageNet, Table 5 BLEU on newstest2014), for context only.
 PAPER_TOP1 = {"ResMLP-S12": 76.6, "ResMLP-S24": 79.4, "ResMLP-S36": 79.7, "ResMLP-B24": 81.0}
@@ -38,20 +39,27 @@ def vision_section(results: dict[str, Any], work_dir: Path, report_dir: Path) ->
                          labels=list(runs), title="Fashion-MNIST: ResMLP vs attention baseline")
     rows = [[label, r["epochs"], r["final"]["val_top1"], r["best_top1"], r["final"].get("val_top5"), _minutes(r["train_s"]),
              _minutes(r["wall_s"])] for label, r in runs.items()]
+    mixing = plot_token_mixing(work_dir / runs["resmlp"]["run_dir"] / "last.pt", report_dir / "vision_token_mixing.png")
     return [
         Heading("Image classification: Fashion-MNIST (`python vision/train.py`)"),
         Paragraph("The default run (`configs/experiment/fmnist_tiny.yaml`) and its attention baseline "
                   "(`experiment=fmnist_vit`: same data, recipe and number of epochs, at the learning rate a ViT can take), on this machine's CPU."),
         Table(["run", "epochs", "final top-1 (%)", "best top-1 (%)", "final top-5 (%)", "training minutes", "step minutes (last invocation)"], rows),
         Image(curves.name, "Loss and test top-1 per epoch"),
+        Paragraph("What the ResMLP learned to mix (`python -m resmlp_suite.visualize` on its `last.pt`): rows of the "
+                  "token-mixing matrix A of the first, middle and last block, each drawn over the 7x7 patch grid "
+                  "around its own patch (outlined), then the same rows after resampling A to a 10x10 grid, as "
+                  "loading the weights at 40 px does."),
+        Image(mixing.name, "Token-mixing rows over the patch grid, and after resampling"),
     ]
 
 
 def translation_section(results: dict[str, Any], report_dir: Path) -> list:
     mt = results["translation"]
     plot = plot_demo_valid_loss(mt, report_dir / "translation_valid_loss.png")
-    rows = [[name, f"{m['params'] / 1e6:.2f} M", m["bleu"], m.get("test_sentences"), _minutes(m["train_wall_s"]),
-             f"`{m['signature']}`"] for name, m in mt["models"].items()]
+    rows = [[name, f"{m['params'] / 1e6:.2f} M", f"`{' '.join(m.get('options', []))}`", m["bleu"], m.get("test_sentences"),
+             _minutes(m["train_wall_s"]), f"`{m['signature']}`"] for name, m in mt["models"].items()]
+    size = mt["settings"]
     examples = [
         Paragraph(f"Five test verses, spread evenly over {book_names(mt['settings']['test_books'])} among those of "
                   "8-25 words (chosen by position and length, not by score):"),
@@ -62,9 +70,12 @@ def translation_section(results: dict[str, Any], report_dir: Path) -> list:
         Heading("Machine translation: Bible De->En (`python translation/bible_demo.py`)"),
         Paragraph("Elberfelder German -> World English Bible, split by book ("
                   + ", ".join(f"{split} {n} verses" for split, n in mt["corpus_lines"].items())
-                  + f"; validation {book_names(mt['settings']['valid_books'])}, test {book_names(mt['settings']['test_books'])}); both models with the same budget, beam 4, "
+                  + f"; validation {book_names(size['valid_books'])}, test {book_names(size['test_books'])}); both models "
+                  f"with the same budget (d {size['dim']}, {size['layers']}+{size['layers']} layers, "
+                  f"{size['max_tokens']:,} tokens per batch, {size['max_update']:,} updates, {size['warmup_updates']:,} "
+                  "warm-up), each with its own options (the learning rate the study found best for it), beam 4, "
                   "scored with sacreBLEU on every test sentence."),
-        Table(["model", "params", "sacreBLEU", "test sentences", "train minutes", "signature"], rows),
+        Table(["model", "params", "options", "sacreBLEU", "test sentences", "train minutes", "signature"], rows),
         Image(plot.name, "Validation loss against updates"),
         *examples,
     ]

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Callable
 
 import pytest
 import torch
 from torch import nn
+
+from vision_runs import compose_cfg, make_shapes, tiny_overrides
 
 _AFFINE_SCALES = re.compile(r"alpha$")
 _LAYER_SCALES = re.compile(r"(gamma|ls[12])$")
@@ -36,3 +39,20 @@ def randomize_affines() -> Callable[..., nn.Module]:
     """Give every Affine alpha/beta, LayerScale gamma, bias and the classifier random non-trivial values
     (suite or timm models)."""
     return _randomize_affines
+
+
+@pytest.fixture(scope="module")
+def shapes_root(tmp_path_factory) -> Path:
+    """The generated 3-class shapes ImageFolder (16 px, 40 train and 20 val images per class)."""
+    return make_shapes(tmp_path_factory.mktemp("shapes"))
+
+
+@pytest.fixture(scope="module")
+def trained_run(shapes_root, tmp_path_factory) -> tuple[Path, dict]:
+    """A 4-epoch vision/train.py run on the shapes (a 2-block, 32-wide resmlp_tiny_p4): its directory and last
+    metrics row."""
+    from resmlp_suite.vision.training import train  # here: the translation tests need not import it
+
+    out = tmp_path_factory.mktemp("run")
+    last = train(compose_cfg(tiny_overrides(shapes_root, out, epochs=4)))
+    return out, last

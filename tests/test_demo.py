@@ -25,7 +25,7 @@ def quick_demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_report_is_written_with_plots(quick_demo: tuple[Path, Path]) -> None:
     _, report = quick_demo
     page = (report / "index.html").read_text()
-    for png in ("vision_curves.png", "translation_valid_loss.png", "vision_inference.png"):
+    for png in ("vision_curves.png", "vision_token_mixing.png", "translation_valid_loss.png", "vision_inference.png"):
         assert (report / png).stat().st_size > 1000
         assert f'src="{png}"' in page
     assert (report / "README.md").read_text().startswith("# resmlp-suite: demo report")

@@ -1,4 +1,7 @@
-"""vision/train.py and its library: presets, data checks, end-to-end runs, exact resume, torchrun, distillation."""
+"""vision/train.py and its library: presets, data checks, end-to-end runs, exact resume, torchrun, distillation.
+
+The generated shapes and the tiny trained run (fixtures ``shapes_root``, ``trained_run``) are in conftest.py.
+"""
 
 from __future__ import annotations
 
@@ -15,9 +18,8 @@ import numpy as np
 import pytest
 import timm
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-from PIL import Image, ImageDraw
+from PIL import Image
 from timm.optim import create_optimizer_v2
 from torch import nn
 from torch.nn import functional as F
@@ -29,71 +31,9 @@ from resmlp_suite.training.precision import amp_dtype
 from resmlp_suite.vision.data import FashionMNIST, create_dataset, create_datasets, loader_workers, read_idx
 from resmlp_suite.vision.evaluation import evaluate_checkpoint
 from resmlp_suite.vision.training import Trainer, check_numeric_options, scaled_lr, train
+from vision_runs import CONFIGS, REPO, SHAPES, compose_cfg, make_shapes, tiny_overrides
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIGS = REPO / "configs"
 EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
-SHAPES = {"circle": (230, 60, 60), "square": (60, 200, 60), "triangle": (60, 60, 230)}
-
-
-def make_shapes(root: Path, n_train: int = 40, n_val: int = 20, size: int = 16, seed: int = 0) -> Path:
-    """An ImageFolder tree of 3 classes: coloured circles, squares and triangles on dark noise backgrounds."""
-    rng = np.random.default_rng(seed)
-    for split, n in (("train", n_train), ("val", n_val)):
-        for cls, color in SHAPES.items():
-            folder = root / split / cls
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                img = Image.fromarray(rng.integers(0, 60, (size, size, 3), dtype=np.uint8))
-                r = int(rng.integers(size // 5, size // 3))
-                cx, cy = (int(v) for v in rng.integers(r, size - r, 2))
-                fill = tuple(int(np.clip(c + rng.integers(-40, 40), 0, 255)) for c in color)
-                draw = ImageDraw.Draw(img)
-                if cls == "circle":
-                    draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
-                elif cls == "square":
-                    draw.rectangle([cx - r, cy - r, cx + r, cy + r], fill=fill)
-                else:
-                    draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=fill)
-                img.save(folder / f"{i}.png")
-    return root
-
-
-def compose_cfg(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
-        return compose(config_name="train", overrides=overrides)
-
-
-def tiny_overrides(data_root: Path, out: Path, epochs: int = 3) -> list[str]:
-    """A seconds-long run on the generated shapes: a 2-block, 32-wide ResMLP on 16 px images."""
-    return [
-        "data=imagefolder",
-        f"data.root={data_root}",
-        "data.img_size=16",
-        "data.num_workers=0",
-        "++model.kwargs.depth=2",
-        "++model.kwargs.embed_dim=32",
-        f"train.epochs={epochs}",
-        "train.batch_size=12",
-        "train.progress=false",
-        "train.log_every=2",
-        "optim.lr=2e-3",
-        "optim.lr_base_batch=12",
-        "sched.warmup_epochs=0",
-        f"output_dir={out}",
-    ]
-
-
-@pytest.fixture(scope="module")
-def shapes_root(tmp_path_factory) -> Path:
-    return make_shapes(tmp_path_factory.mktemp("shapes"))
-
-
-@pytest.fixture(scope="module")
-def trained_run(shapes_root, tmp_path_factory) -> tuple[Path, dict]:
-    out = tmp_path_factory.mktemp("run")
-    last = train(compose_cfg(tiny_overrides(shapes_root, out, epochs=4)))
-    return out, last
 
 
 # -- configs ------------------------------------------------------------------------------------------

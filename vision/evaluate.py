@@ -1,4 +1,5 @@
-"""Top-1/top-5 accuracy of a checkpoint on an ImageFolder split or on Fashion-MNIST; prints one JSON line.
+"""Top-1/top-5 accuracy of a checkpoint on an ImageFolder split or on Fashion-MNIST, or the weighted k-NN
+accuracy of its frozen features (--knn); prints one JSON line.
 
 A vision/train.py checkpoint carries its model, classes and data settings:
     python vision/evaluate.py runs/resmlp_tiny_p4_fashion_mnist/best.pt
@@ -6,6 +7,19 @@ A vision/train.py checkpoint carries its model, classes and data settings:
 Other weight files (official DeiT-repo ResMLP weights, timm checkpoints) need the timm model name and
 the data root; input settings default to the model's (ResMLP: resize 224/0.9 bicubic, centre crop 224):
     python vision/evaluate.py resmlp_12_no_dist.pth --model resmlp_s12 --data-root /data/imagenet
+
+Weighted k-NN on frozen pooled features (DINO: k 20, temperature 0.07; the train split is the memory, the
+evaluation split the queries), of any backbone: a run, an official DINO file (with or without a
+classifier), a DINO run's teacher_backbone.pt. Baselines: the same architecture at its initialisation
+(--random-init, no checkpoint), or the input pixels themselves (--pixels):
+    python vision/evaluate.py resmlp_24_dino.pth --model resmlp_s24 --data-root /data/imagenet --knn
+    python vision/evaluate.py runs/resmlp_tiny_p4_fashion_mnist/best.pt --knn
+    python vision/evaluate.py --model resmlp_tiny_p4 --random-init --knn --data fashion_mnist \\
+        --data-root /usr/share/datasets/fashion-mnist
+    python vision/evaluate.py --model resmlp_tiny_p4 --pixels --knn --data fashion_mnist \\
+        --data-root /usr/share/datasets/fashion-mnist
+Under torchrun each process embeds its share of the images (torchrun --nproc_per_node 8 vision/evaluate.py ...).
+A linear probe on the same features: vision/linear_probe.py.
 """
 
 from __future__ import annotations
@@ -16,46 +30,43 @@ import logging
 from typing import Any, Optional
 
 from resmlp_suite.cli import user_errors
-from resmlp_suite.vision.data import DATASETS
-from resmlp_suite.vision.evaluation import evaluate_checkpoint
+from resmlp_suite.training.distributed import cleanup_distributed, init_distributed
+from resmlp_suite.vision.evaluation import (
+    add_evaluation_arguments,
+    evaluate_checkpoint,
+    evaluation_mode,
+    evaluation_options,
+)
+from resmlp_suite.vision.feature_eval import check_mode, knn_evaluate
+from resmlp_suite.vision.knn import K, TEMPERATURE
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", help="a vision/train.py checkpoint or a weight file")
-    p.add_argument("--model", help="timm model name (needed unless the file is a vision/train.py checkpoint)")
-    p.add_argument("--ema", action="store_true", help="the EMA weights of a training checkpoint")
-    p.add_argument("--data", dest="name", choices=DATASETS, help="dataset kind (default: the run's, else imagefolder)")
-    p.add_argument("--data-root", dest="root", help="dataset root (default: the run's)")
-    p.add_argument("--split", help="split to evaluate (default: the run's validation split, else val / test)")
-    p.add_argument("--img-size", type=int)
-    p.add_argument("--in-chans", type=int)
-    p.add_argument("--crop-pct", type=float)
-    p.add_argument("--interpolation", choices=("bilinear", "bicubic", "nearest"))
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--num-workers", type=int, default=None,
-                   help="data-loading processes (default: min(4, the CPUs this process may use))")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"))
+    add_evaluation_arguments(p)
+    p.add_argument("--knn", action="store_true", help="weighted k-NN accuracy of the frozen pooled features")
+    p.add_argument("--k", type=int, default=K, help="neighbours that vote (--knn)")
+    p.add_argument("--temperature", type=float, default=TEMPERATURE, help="votes weigh exp(cosine / T) (--knn)")
     return p.parse_args(argv)
 
 
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     args = parse_args(argv)
-    data = {k: getattr(args, k) for k in ("name", "root", "img_size", "in_chans", "crop_pct", "interpolation")}
-    result = evaluate_checkpoint(
-        args.checkpoint,
-        model_name=args.model,
-        use_ema=args.ema,
-        data=data,
-        split=args.split,
-        batch_size=args.batch_size,
-        num_workers=args.num_workers,
-        device=args.device,
-        amp=args.amp,
-        progress=True,
-    )
-    print(json.dumps(result, default=list))
+    options, mode = evaluation_options(args), evaluation_mode(args)
+    check_mode(mode, args.checkpoint)
+    if mode == "pixels" and not args.knn:
+        raise ValueError("--pixels evaluates the input images as frozen features: add --knn (or use "
+                         "vision/linear_probe.py)")
+    env = init_distributed(args.device)
+    try:
+        if args.knn:
+            result = knn_evaluate(**options, mode=mode, k=args.k, temperature=args.temperature)
+        else:
+            result = evaluate_checkpoint(**options, progress=True)
+    finally:
+        cleanup_distributed()
+    if env.is_main:
+        print(json.dumps(result, default=list))
     return result
 
 

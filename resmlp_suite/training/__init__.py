@@ -5,6 +5,7 @@ from .checkpoint import (
     atomic_save,
     read_checkpoint,
     resolve_resume,
+    restore_rank_rng_state,
     rng_state,
     set_rng_state,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "atomic_save",
     "read_checkpoint",
     "resolve_resume",
+    "restore_rank_rng_state",
     "rng_state",
     "set_rng_state",
     "DistillationLoss",

@@ -10,13 +10,15 @@ from __future__ import annotations
 import logging
 import random
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import safetensors.torch
 import torch
+from timm.utils import random_seed
 
 from ..files import PathLike, atomic_copy, atomic_write
+from .distributed import DistEnv
 
 __all__ = [
     "LAST",
@@ -27,7 +29,10 @@ __all__ = [
     "read_tensor_file",
     "rng_state",
     "set_rng_state",
+    "restore_rank_rng_state",
     "resolve_resume",
+    "read_resume_checkpoint",
+    "resume_way_out",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -103,6 +108,17 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def restore_rank_rng_state(states: Sequence[dict[str, Any]], env: DistEnv, seed: int, source: PathLike) -> None:
+    """Put this process's generators where ``states`` (:func:`rng_state` of every rank of the run that wrote
+    ``source``) left them; a run with another number of processes reseeds them with ``seed`` instead, and warns."""
+    if len(states) == env.world_size:
+        set_rng_state(states[env.rank])
+        return
+    _logger.warning("%s was written by %d processes, this run has %d: random streams are reseeded, not restored",
+                    source, len(states), env.world_size)
+    random_seed(seed, env.rank)
+
+
 def resolve_resume(resume: Optional[str], run_dir: PathLike) -> Optional[Path]:
     """The checkpoint to resume from: ``auto`` = ``run_dir/last.pt`` if present, a path, or None (fresh start)."""
     run_dir = Path(run_dir)
@@ -117,3 +133,16 @@ def resolve_resume(resume: Optional[str], run_dir: PathLike) -> Optional[Path]:
     if not path.is_file():
         raise FileNotFoundError(f"train.resume={resume!r}: no such checkpoint (expected 'auto', null or a file path)")
     return path
+
+
+def resume_way_out(path: PathLike) -> str:
+    """What a user can do when the checkpoint ``path`` cannot be resumed from."""
+    return f"start over with train.resume=null (it overwrites {path}) or choose another output_dir"
+
+
+def read_resume_checkpoint(path: PathLike) -> dict[str, Any]:
+    """:func:`read_checkpoint` on CPU for resuming: a file that does not read is kept, and the error says so."""
+    try:
+        return read_checkpoint(path, map_location="cpu")
+    except ValueError as error:
+        raise ValueError(f"cannot resume from {path}: {error}. The file is kept; {resume_way_out(path)}") from error

@@ -1,4 +1,5 @@
-"""Classifiers from a run's config, from one of our training checkpoints, or from a weight file."""
+"""Classifiers from a run's config, from one of our training checkpoints, or from a weight file; backbones
+(no classifier) from a weight file or at their initialisation, for frozen-feature evaluation."""
 
 from __future__ import annotations
 
@@ -6,13 +7,20 @@ import os
 from typing import Any, Mapping, Optional
 
 import timm
+import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from .resmlp import ResMLP, checkpoint_filter_fn
 from .weights import load_checkpoint, read_state_dict
 
-__all__ = ["create_model_from_config", "classifier_from_run", "classifier_from_weights"]
+__all__ = [
+    "create_model_from_config",
+    "classifier_from_run",
+    "classifier_from_weights",
+    "backbone_from_weights",
+    "initialised_model",
+]
 
 
 def _plain(node: Any) -> Any:
@@ -80,3 +88,29 @@ def classifier_from_weights(path: os.PathLike | str, model_name: str, num_classe
     else:
         timm.models.load_checkpoint(model, str(path), strict=True)
     return model
+
+
+def backbone_from_weights(path: os.PathLike | str, model_name: str, **kwargs: Any) -> nn.Module:
+    """A timm model without classifier (``num_classes=0``: its output is the pooled features) with a file's
+    weights, in any layout :func:`classifier_from_weights` reads.
+
+    A classifier in the file is ignored: official DINO releases come with one or without it, a
+    supervised file has one, and frozen-feature evaluation (k-NN, linear probe) never uses it.
+    """
+    model = timm.create_model(model_name, pretrained=False, num_classes=0, **kwargs)
+    names = getattr(model, "pretrained_cfg", {}).get("classifier") or "head"
+    prefixes = tuple(f"{name}." for name in ((names,) if isinstance(names, str) else names))
+    state = {k: v for k, v in read_state_dict(path).items() if not k.startswith(prefixes)}
+    if isinstance(model, ResMLP):
+        load_checkpoint(model, state, name=str(path))
+    else:
+        model.load_state_dict(state, strict=True)
+    return model
+
+
+def initialised_model(model_name: str, num_classes: int, seed: int = 0, **kwargs: Any) -> nn.Module:
+    """``timm.create_model`` at its initialisation, the same for every call with the same ``seed`` (a
+    random-weights baseline is then reproducible) and without touching the caller's random state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return timm.create_model(model_name, pretrained=False, num_classes=num_classes, **kwargs)

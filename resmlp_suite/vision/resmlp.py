@@ -132,7 +132,9 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: ResMLP) -> 
 
     Token mixing trained on another patch grid (224 px weights in a 384 px model) is resampled to the
     model's grid (:func:`~resmlp_suite.vision.resample.resample_token_mixing`), and a classifier the model
-    does not have (a backbone with ``num_classes=0``, such as the DINO tags) is dropped.
+    does not have (a backbone with ``num_classes=0``, such as the DINO tags) is dropped. Weights without a
+    classifier (a backbone: ``vision/train_dino.py``'s ``teacher_backbone.pt``) give a model that has one
+    its own freshly initialised head, so the rest still loads strictly.
     """
     from .resample import resample_state_dict
     from .weights import to_suite_layout
@@ -143,6 +145,9 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: ResMLP) -> 
                      type(model).__name__, *old_grid, *model.stem.grid_size)
     if not isinstance(model.head, nn.Linear):
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith("head.")}
+    elif not any(k.startswith("head.") for k in state_dict):
+        _logger.info("the weights have no classifier: %s keeps its initial head", type(model).__name__)
+        state_dict.update({f"head.{k}": v for k, v in model.head.state_dict().items()})
     return state_dict
 
 

@@ -13,7 +13,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -32,10 +32,11 @@ from ..training.checkpoint import (
     LAST,
     atomic_copy,
     atomic_save,
-    read_checkpoint,
+    read_resume_checkpoint,
     resolve_resume,
+    restore_rank_rng_state,
+    resume_way_out,
     rng_state,
-    set_rng_state,
 )
 from ..training.distill import DistillationLoss, create_teacher
 from ..training.distributed import DistEnv, all_gather_objects, all_reduce_sum, cleanup_distributed, init_distributed
@@ -96,9 +97,10 @@ NUMERIC_OPTIONS = {
 }
 
 
-def check_numeric_options(cfg: DictConfig) -> None:
+def check_numeric_options(cfg: DictConfig, options: Mapping[str, tuple[type, bool]] = NUMERIC_OPTIONS) -> None:
+    """Each of ``options`` (key -> (type, null allowed)) present in ``cfg`` holds a value of its type."""
     absent = object()
-    for key, (kind, nullable) in NUMERIC_OPTIONS.items():
+    for key, (kind, nullable) in options.items():
         value = OmegaConf.select(cfg, key, default=absent, throw_on_missing=True)
         if value is absent or (value is None and nullable):
             continue
@@ -247,15 +249,12 @@ class Trainer:
             atomic_copy(self.run_dir / LAST, self.run_dir / BEST)
 
     def load(self, path: Path) -> None:
-        way_out = f"start over with train.resume=null (it overwrites {path}) or choose another output_dir"
-        try:
-            state = read_checkpoint(path, map_location="cpu")
-        except ValueError as error:
-            raise ValueError(f"cannot resume from {path}: {error}. The file is kept; {way_out}") from error
+        state = read_resume_checkpoint(path)
         if list(state["classes"]) != list(self.classes):
             raise ValueError(
                 f"cannot resume from {path}: it was trained on the classes {list(state['classes'])}, and "
-                f"data.root={self.cfg.data.root!r} has {list(self.classes)} (names and order must match); {way_out}"
+                f"data.root={self.cfg.data.root!r} has {list(self.classes)} (names and order must match); "
+                f"{resume_way_out(path)}"
             )
         self.model.load_state_dict(state["model"])
         if self.ema is not None:
@@ -272,16 +271,7 @@ class Trainer:
         # timm's schedulers are functions of the epoch/update count: put the lr where the run left it.
         self.scheduler.step(self.epoch)
         self.scheduler.step_update(self.step)
-        if len(state["rng"]) == self.env.world_size:
-            set_rng_state(state["rng"][self.env.rank])
-        else:
-            _logger.warning(
-                "%s was written by %d processes, this run has %d: random streams are reseeded, not restored",
-                path,
-                len(state["rng"]),
-                self.env.world_size,
-            )
-            random_seed(self.cfg.train.seed + self.epoch, self.env.rank)
+        restore_rank_rng_state(state["rng"], self.env, self.cfg.train.seed + self.epoch, path)
         _logger.info("resumed from %s at epoch %d (step %d)", path, self.epoch, self.step)
 
     # -- loop ----------------------------------------------------------------------------------------

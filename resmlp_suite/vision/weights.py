@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Literal, Mapping, Union
+from typing import Literal, Mapping, Optional, Union
 
 import torch
 from safetensors.torch import save_file
@@ -180,13 +180,15 @@ def _describe_mismatch(expected: Mapping[str, torch.Tensor], given: Mapping[str,
     return "".join(parts)
 
 
-def load_checkpoint(model: nn.Module, source: Source) -> Layout:
+def load_checkpoint(model: nn.Module, source: Source, name: Optional[str] = None) -> Layout:
     """Load ResMLP weights strictly into ``model`` (a suite :class:`~resmlp_suite.vision.ResMLP`).
 
     ``source`` is a file path (``.pth``/``.pt``/``.safetensors``) or an already loaded dict, in the
     official DeiT-repo, timm or suite layout (auto-detected); token mixing of another patch grid (a
     square one) is resampled to the model's. Returns the detected layout. Raises
-    :class:`CheckpointMismatchError` listing missing/unexpected keys and shape mismatches (nothing is loaded then).
+    :class:`CheckpointMismatchError` listing missing/unexpected keys and shape mismatches (nothing is loaded then),
+    naming the source as ``name`` (default: the path, or "state dict" for a dict: a caller that filtered a
+    file's tensors first names the file).
     """
     from .resample import resample_state_dict
 
@@ -199,7 +201,7 @@ def load_checkpoint(model: nn.Module, source: Source) -> Layout:
     expected = model.state_dict()
     problems = _describe_mismatch(expected, state_dict)
     if problems:
-        name = source if not isinstance(source, Mapping) else "state dict"
+        name = name or (source if not isinstance(source, Mapping) else "state dict")
         raise CheckpointMismatchError(
             f"{name} ({layout} layout) does not match {type(model).__name__}:{problems}"
         )
