@@ -5,7 +5,7 @@ The run directory is output_dir (runs/<name>): checkpoints last.pt/best.pt, metr
 TensorBoard events, curves.png. Starting a killed run again continues from its last.pt (train.resume=auto).
 
 Single process (CPU or one GPU):
-    python vision/train.py                                    # resmlp_tiny_p4 on Fashion-MNIST, ~7 min on CPU
+    python vision/train.py                                    # resmlp_tiny_p4 on Fashion-MNIST, ~5 min on CPU
     python vision/train.py experiment=fmnist_vit              # the attention baseline: a ViT of equal size
     python vision/train.py model=vit_fmnist                   # ... with the ResMLP's learning rate, unchanged
     python vision/train.py train.epochs=10 model.kwargs.depth=8 name=deeper      # resize via model.kwargs
