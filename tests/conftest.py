@@ -56,3 +56,13 @@ def trained_run(shapes_root, tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("run")
     last = train(compose_cfg(tiny_overrides(shapes_root, out, epochs=4)))
     return out, last
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of tiny tensors: on a busy 2-core machine more threads only contend.
+    Use it with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

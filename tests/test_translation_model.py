@@ -33,13 +33,7 @@ VARIANTS = {
 every_variant = pytest.mark.parametrize("variant", list(VARIANTS.values()), ids=list(VARIANTS))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tensors here are tiny: on a busy 2-core machine extra intra-op threads only contend.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_task(joined: bool = True) -> TranslationTask:

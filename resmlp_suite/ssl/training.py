@@ -45,7 +45,7 @@ from ..training.checkpoint import (
     restore_rank_rng_state,
     rng_state,
 )
-from ..training.distributed import DistEnv, all_gather_objects, all_reduce_sum, cleanup_distributed, init_distributed
+from ..training.distributed import DistEnv, all_gather_objects, all_reduce_sum, run_in_process_group
 from ..training.metrics import MetricsLogger
 from ..training.precision import amp_dtype, autocast, grad_scaler
 from ..vision.data import (
@@ -418,10 +418,4 @@ class DinoTrainer:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run ``cfg`` in this process (one torchrun rank or a plain run); rank 0 writes under ``cfg.output_dir``."""
-    if cfg.train.num_threads:
-        torch.set_num_threads(cfg.train.num_threads)
-    env = init_distributed(cfg.train.device)
-    try:
-        return DinoTrainer(cfg, env).fit()
-    finally:
-        cleanup_distributed()
+    return run_in_process_group(cfg.train.device, lambda env: DinoTrainer(cfg, env).fit(), cfg.train.num_threads)

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Optional, TypeVar
 
 import torch
 import torch.distributed as dist
+
+T = TypeVar("T")
 
 __all__ = [
     "DistEnv",
     "resolve_device",
     "init_distributed",
     "cleanup_distributed",
+    "run_in_process_group",
     "all_reduce_sum",
     "all_gather_objects",
 ]
@@ -57,6 +60,18 @@ def _env_int(name: str, default: int) -> int:
         return int(value)
     except ValueError:
         raise ValueError(f"environment variable {name} must be an integer, got {value!r}") from None
+
+
+def run_in_process_group(device: str, run: Callable[[DistEnv], T], num_threads: Optional[int] = None) -> T:
+    """``run(env)`` in this process (one torchrun rank or a plain run), the process group joined before and
+    left after; ``num_threads`` sets torch's intra-op threads (None: torch's default)."""
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    env = init_distributed(device)
+    try:
+        return run(env)
+    finally:
+        cleanup_distributed()
 
 
 def init_distributed(device: str = "auto") -> DistEnv:

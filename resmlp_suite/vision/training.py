@@ -39,7 +39,7 @@ from ..training.checkpoint import (
     rng_state,
 )
 from ..training.distill import DistillationLoss, create_teacher
-from ..training.distributed import DistEnv, all_gather_objects, all_reduce_sum, cleanup_distributed, init_distributed
+from ..training.distributed import DistEnv, all_gather_objects, all_reduce_sum, run_in_process_group
 from ..training.metrics import CSV_NAME, MetricsLogger
 from ..training.precision import amp_dtype, autocast, grad_scaler
 from .data import (
@@ -401,10 +401,4 @@ class Trainer:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run ``cfg`` in this process (one torchrun rank or a plain run); rank 0 writes under ``cfg.output_dir``."""
-    if cfg.train.num_threads:
-        torch.set_num_threads(cfg.train.num_threads)
-    env = init_distributed(cfg.train.device)
-    try:
-        return Trainer(cfg, env).fit()
-    finally:
-        cleanup_distributed()
+    return run_in_process_group(cfg.train.device, lambda env: Trainer(cfg, env).fit(), cfg.train.num_threads)
