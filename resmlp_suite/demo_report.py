@@ -72,8 +72,9 @@ def translation_section(results: dict[str, Any], report_dir: Path) -> list:
                   + ", ".join(f"{split} {n} verses" for split, n in mt["corpus_lines"].items())
                   + f"; validation {book_names(size['valid_books'])}, test {book_names(size['test_books'])}); both models "
                   f"with the same budget (d {size['dim']}, {size['layers']}+{size['layers']} layers, "
-                  f"{size['max_tokens']:,} tokens per batch, {size['max_update']:,} updates, {size['warmup_updates']:,} "
-                  "warm-up), each with its own options (the learning rate the study found best for it), beam 4, "
+                  f"{size['max_tokens']:,} tokens per batch, {size['max_update']:,} updates, Adam with inverse-sqrt "
+                  f"decay after {size['warmup_updates']:,} warm-up updates unless its options say otherwise), each with "
+                  "its own options (the learning rate and warm-up measured best for it), beam 4, "
                   "scored with sacreBLEU on every test sentence."),
         Table(["model", "params", "options", "sacreBLEU", "test sentences", "train minutes", "signature"], rows),
         Image(plot.name, "Validation loss against updates"),
