@@ -1,6 +1,6 @@
 """The suite's main job: both of the paper's results at laptop scale, each beside its baseline, and a report.
 
-    python -m resmlp_suite.demo            # ~30 min on 2 CPU cores: report/index.html, report/README.md
+    python -m resmlp_suite.demo            # ~45 min on 2 CPU cores: report/index.html, report/README.md
     python -m resmlp_suite.demo --quick    # ~5 min: smaller runs, same pipeline, runs/demo-quick, report-quick/
 
 Steps (each is skipped when its result file exists, and the training steps resume a killed run):
