@@ -40,7 +40,7 @@ from .files import PathLike
 from .plotting import save_png
 from .token_mixers import CrossTokenLinear, MultiHeadTokenMixer, ToeplitzTokenMixer, TokenMixer
 from .training.checkpoint import read_checkpoint
-from .translation.safe_load import FAIRSEQ_CHECKPOINT_GLOBALS
+from .translation.safe_load import allow_fairseq_checkpoints
 from .vision.resample import Grid, resample_token_mixing, square_grid
 from .vision.weights import to_suite_layout
 
@@ -140,9 +140,10 @@ def plot_token_mixing(source: PathLike, out_png: PathLike, layers: Optional[Sequ
 def _read_mixers(path: Path) -> tuple[str, Mixers, Optional[Grid]]:
     """``(kind, {layer: mixer}, grid)``: the token mixers of the file, rebuilt from its weights."""
     # One read for every kind of file: the fairseq allow-list only adds argparse.Namespace and numpy arrays
-    # (in a translation checkpoint's args and metrics), and weights_only stays on.
-    with torch.serialization.safe_globals(FAIRSEQ_CHECKPOINT_GLOBALS):
-        content = read_checkpoint(path)
+    # (in a translation checkpoint's args and metrics), and weights_only stays on. Added for good, as the
+    # plugin does: torch's safe_globals context would remove them again on exit, also for the plugin.
+    allow_fairseq_checkpoints()
+    content = read_checkpoint(path)
     model = content.get("model")
     state = model if isinstance(model, Mapping) else content
     if any(_SEQUENCE_KEY.match(key) for key in state):

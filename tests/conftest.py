@@ -66,3 +66,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def hydra_version_base():
+    """Each test module starts from the hydra version base it found: a compose with ``version_base=None``
+    sets it to hydra's own for the whole process, and fairseq's config conversion (hydra.experimental) then
+    fails in any later module."""
+    from hydra.version import VersionBase
+
+    base = VersionBase.instance().getbase()
+    yield
+    VersionBase.instance().version_base = base
