@@ -30,7 +30,7 @@ import logging
 from typing import Any, Optional
 
 from resmlp_suite.cli import user_errors
-from resmlp_suite.training.distributed import cleanup_distributed, init_distributed
+from resmlp_suite.training.distributed import DistEnv, run_in_process_group
 from resmlp_suite.vision.evaluation import (
     add_evaluation_arguments,
     evaluate_checkpoint,
@@ -57,17 +57,16 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     if mode == "pixels" and not args.knn:
         raise ValueError("--pixels evaluates the input images as frozen features: add --knn (or use "
                          "vision/linear_probe.py)")
-    env = init_distributed(args.device)
-    try:
+    def run(env: DistEnv) -> dict[str, Any]:
         if args.knn:
             result = knn_evaluate(**options, mode=mode, k=args.k, temperature=args.temperature)
         else:
             result = evaluate_checkpoint(**options, progress=True)
-    finally:
-        cleanup_distributed()
-    if env.is_main:
-        print(json.dumps(result, default=list))
-    return result
+        if env.is_main:
+            print(json.dumps(result, default=list))
+        return result
+
+    return run_in_process_group(args.device, run)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import logging
 from typing import Any, Optional
 
 from resmlp_suite.cli import user_errors
-from resmlp_suite.training.distributed import cleanup_distributed, init_distributed
+from resmlp_suite.training.distributed import DistEnv, run_in_process_group
 from resmlp_suite.vision.evaluation import add_evaluation_arguments, evaluation_mode, evaluation_options
 from resmlp_suite.vision.linear_probe import BASE_LR, linear_probe
 
@@ -40,15 +40,14 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     args = parse_args(argv)
-    env = init_distributed(args.device)
-    try:
+    def probe(env: DistEnv) -> dict[str, Any]:
         result = linear_probe(**evaluation_options(args), mode=evaluation_mode(args), epochs=args.epochs,
                               lr=args.lr, augment=args.augment, seed=args.seed)
-    finally:
-        cleanup_distributed()
-    if env.is_main:
-        print(json.dumps(result, default=list))
-    return result
+        if env.is_main:
+            print(json.dumps(result, default=list))
+        return result
+
+    return run_in_process_group(args.device, probe)
 
 
 if __name__ == "__main__":

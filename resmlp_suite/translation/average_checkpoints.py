@@ -16,15 +16,15 @@ import torch
 
 from ..files import atomic_open
 from ..training.checkpoint import read_tensor_file
-from .safe_load import FAIRSEQ_CHECKPOINT_GLOBALS
+from .safe_load import allow_fairseq_checkpoints
 
 _EPOCH_CHECKPOINT = re.compile(r"checkpoint(\d+)\.pt")
 _UPDATE_CHECKPOINT = re.compile(r"checkpoint_\d+_(\d+)\.pt")
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    with torch.serialization.safe_globals(FAIRSEQ_CHECKPOINT_GLOBALS):
-        state = read_tensor_file(path)
+    allow_fairseq_checkpoints()  # for good: torch's safe_globals context would also remove the plugin's on exit
+    state = read_tensor_file(path)
     if not isinstance(state, dict) or "model" not in state:
         raise ValueError(f"{path} is not a fairseq checkpoint: expected a dict with a 'model' entry")
     return state
