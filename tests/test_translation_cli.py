@@ -166,6 +166,10 @@ def test_safe_load_reads_fairseq_checkpoints_and_nothing_else(trained, tmp_path)
     assert plain.returncode != 0 and "Unsupported global" in plain.stderr
 
     utils.import_user_module(Namespace(user_dir=str(USER_DIR)))
+    # timm's checkpoint loader allow-lists Namespace in torch's context manager, whose exit removes the
+    # class from the process-wide list: fairseq checkpoints must still load after it.
+    with torch.serialization.safe_globals([Namespace]):
+        pass
     (model,), cfg = checkpoint_utils.load_model_ensemble([str(checkpoint)])
     assert type(model).__name__ == "ResMLPSeq2SeqModel" and cfg.model.max_source_positions == MAX_POSITIONS
 

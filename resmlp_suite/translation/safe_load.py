@@ -13,7 +13,9 @@ gives exactly:
   released models), which fairseq still upgrades on load.
 
 Only these are allowed, for the whole process: ``weights_only`` stays on, so a file holding any
-other class is still refused.
+other class is still refused. Each is registered under its explicit name, ``(obj, "module.name")``:
+timm's checkpoint loader wraps ``torch.load`` in ``safe_globals([argparse.Namespace])``, whose exit
+removes the bare class from the process-wide list, and would so break every later fairseq load.
 """
 from __future__ import annotations
 
@@ -25,7 +27,10 @@ import torch
 # The reconstructor's module moved in numpy 2 (numpy.core -> numpy._core): ask the array itself.
 _NUMPY_RECONSTRUCT = np.ndarray((0,)).__reduce__()[0]
 
-FAIRSEQ_CHECKPOINT_GLOBALS = [argparse.Namespace, np.ndarray, np.dtype, type(np.dtype(np.int64)), _NUMPY_RECONSTRUCT]
+FAIRSEQ_CHECKPOINT_GLOBALS = [
+    (obj, f"{obj.__module__}.{obj.__name__}")
+    for obj in (argparse.Namespace, np.ndarray, np.dtype, type(np.dtype(np.int64)), _NUMPY_RECONSTRUCT)
+]
 
 
 def allow_fairseq_checkpoints() -> None:
