@@ -35,6 +35,8 @@ from resmlp_suite.ssl.dino import (
 )
 from resmlp_suite.ssl.training import TEACHER_BACKBONE, DinoTrainer, check_config
 from resmlp_suite.training import init_distributed, read_checkpoint, read_metrics
+from resmlp_suite.vision.evaluation import prepare_evaluation
+from resmlp_suite.vision.feature_eval import prepare_features
 from resmlp_suite.vision.model_factory import classifier_from_weights, create_model_from_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -337,6 +339,35 @@ def test_run_writes_its_outputs_and_follows_its_schedules(runs, images_root):
     backbone = classifier_from_weights(out / TEACHER_BACKBONE, "resmlp_tiny_p4", 0, depth=2, embed_dim=32,
                                        img_size=16, in_chans=3)
     assert backbone(torch.zeros(1, 3, 16, 16)).shape == (1, 32)
+
+
+def test_a_dino_run_evaluates_by_its_checkpoint_with_its_settings(runs, images_root, tmp_path):
+    """``vision/evaluate.py runs/<dino run>/last.pt --knn`` (and --random-init, --pixels): the teacher's backbone,
+    or the run's model at initialisation, with the run's model and data settings."""
+    last = runs["out"] / "full" / "last.pt"
+    teacher = read_checkpoint(runs["out"] / "full" / TEACHER_BACKBONE)["model"]
+    trained = prepare_features(last, device="cpu").setup
+    assert trained.model.num_classes == 0 and trained.input_config["input_size"] == (3, 16, 16)
+    assert trained.settings["root"] == str(images_root) and trained.split == "val"
+    assert all(torch.equal(trained.model.state_dict()[k], v) for k, v in teacher.items())
+    initial = [prepare_features(last, mode="random", device="cpu").setup.model.state_dict() for _ in range(2)]
+    assert all(torch.equal(initial[0][k], initial[1][k]) for k in teacher)  # seed 0, whatever the caller's state
+    assert not torch.equal(initial[0]["blocks.0.linear_tokens.weight"], teacher["blocks.0.linear_tokens.weight"])
+    with pytest.raises(ValueError, match="a vision/train_dino.py checkpoint has no classifier"):
+        prepare_evaluation(last)
+    with pytest.raises(ValueError, match="is not a training run's checkpoint: a random-init baseline"):
+        prepare_features(runs["out"] / "full" / TEACHER_BACKBONE, "resmlp_tiny_p4", mode="random",
+                         data={"root": images_root}, device="cpu")
+
+
+def test_holdout_moves_part_of_the_training_images_into_the_knn_queries(images_root, tmp_path):
+    trainer = DinoTrainer(compose_cfg(tiny(images_root, tmp_path) + ["data.holdout=9"]), CPU)
+    memory, queries = (loader.dataset for loader in trainer.knn_loaders)
+    total = len(list((images_root / "train").rglob("*.png")))
+    assert (len(memory), len(queries)) == (total - 9, 9) and not set(memory.indices) & set(queries.indices)
+    # Both unaugmented (one image, not a list of crops), the training images augmented.
+    assert isinstance(memory[0][0], torch.Tensor) and isinstance(queries[0][0], torch.Tensor)
+    assert isinstance(trainer.train_set[0][0], list)
 
 
 def test_two_processes_match_one_process(images_root, tmp_path):

@@ -114,8 +114,9 @@ def test_evaluate_knn_of_a_trained_run_and_its_baselines(trained_run, shapes_roo
     assert random_init["mode"] == "random" and random_init["k"] == 5 and 0 <= random_init["knn_top1"] <= 100
     with pytest.raises(ValueError, match=r"k=121 \(--k\) must be in 1\.\.120: the 'train' split"):
         evaluate_main([str(out / "best.pt"), "--knn", "--k", "121", *CPU])
-    with pytest.raises(ValueError, match="random-init.*give no checkpoint"):
-        evaluate_main([str(out / "best.pt"), "--knn", "--random-init", *CPU])
+    # The run's model at initialisation, with the run's settings (no --model, --data-root).
+    run_init = evaluate_main([str(out / "best.pt"), "--knn", "--random-init", *CPU])
+    assert run_init["mode"] == "random" and run_init["knn_count"] == 60 and run_init["input_config"] == run["input_config"]
     with pytest.raises(ValueError, match="no checkpoint given"):
         evaluate_main(["--knn", "--model", "resmlp_tiny_p4", "--data-root", str(shapes_root), *CPU])
     with pytest.raises(ValueError, match="--pixels evaluates the input images as frozen features: add --knn"):

@@ -5,6 +5,7 @@ The generated shapes and the tiny trained run (fixtures ``shapes_root``, ``train
 
 from __future__ import annotations
 
+import copy
 import gzip
 import json
 import logging
@@ -160,6 +161,28 @@ def test_fashion_mnist_reads_idx_files(tmp_path):
     (tmp_path / "bad-idx1-ubyte.gz").write_bytes(gzip.compress(b"\x01\x02\x03\x04rest"))
     with pytest.raises(ValueError, match="not an IDX file"):
         read_idx(tmp_path / "bad-idx1-ubyte.gz")
+
+
+def test_holdout_splits_the_training_set_with_transforms_apart(tmp_path):
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 40), ("t10k", 6)):
+        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+    images = read_idx(tmp_path / "train-images-idx3-ubyte.gz")
+    train_set, val_set, _ = create_datasets("fashion_mnist", tmp_path, "train", "test", in_chans=1, holdout=15)
+    assert (len(train_set), len(val_set)) == (25, 15)
+    # A partition of the training split, the same on every call, the test split untouched.
+    assert sorted(train_set.indices + val_set.indices) == list(range(40))
+    again = create_datasets("fashion_mnist", tmp_path, "train", "test", in_chans=1, holdout=15)[1]
+    assert again.indices == val_set.indices
+    np.testing.assert_array_equal(np.asarray(val_set[0][0]), images[val_set.indices[0]])
+    # Each part (and a copy of one, as the DINO trainer's k-NN memory) keeps its own transform.
+    train_set.transform, val_set.transform = (lambda img: "train"), (lambda img: "val")
+    memory = copy.copy(train_set)
+    memory.transform = lambda img: "memory"
+    assert (train_set[0][0], val_set[0][0], memory[0][0]) == ("train", "val", "memory")
+    with pytest.raises(ValueError, match=r"data.holdout must be in 1..39 .*'train' split has 40 images.*got 40"):
+        create_datasets("fashion_mnist", tmp_path, "train", "test", in_chans=1, holdout=40)
 
 
 def test_missing_fashion_mnist_names_the_package(tmp_path):

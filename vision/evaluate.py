@@ -9,11 +9,13 @@ the data root; input settings default to the model's (ResMLP: resize 224/0.9 bic
     python vision/evaluate.py resmlp_12_no_dist.pth --model resmlp_s12 --data-root /data/imagenet
 
 Weighted k-NN on frozen pooled features (DINO: k 20, temperature 0.07; the train split is the memory, the
-evaluation split the queries), of any backbone: a run, an official DINO file (with or without a
-classifier), a DINO run's teacher_backbone.pt. Baselines: the same architecture at its initialisation
-(--random-init, no checkpoint), or the input pixels themselves (--pixels):
+evaluation split the queries), of any backbone: a run, a DINO run (its last.pt: the teacher's backbone with
+the run's settings), an official DINO file (with or without a classifier), a DINO run's teacher_backbone.pt.
+Baselines: the same architecture at its initialisation (--random-init: a run's model with the run's
+settings, or --model), or the input pixels themselves (--pixels, input settings from a run or --model):
     python vision/evaluate.py resmlp_24_dino.pth --model resmlp_s24 --data-root /data/imagenet --knn
     python vision/evaluate.py runs/resmlp_tiny_p4_fashion_mnist/best.pt --knn
+    python vision/evaluate.py runs/dino_resmlp_tiny_p4_fashion_mnist/last.pt --knn [--random-init | --pixels]
     python vision/evaluate.py --model resmlp_tiny_p4 --random-init --knn --data fashion_mnist \\
         --data-root /usr/share/datasets/fashion-mnist
     python vision/evaluate.py --model resmlp_tiny_p4 --pixels --knn --data fashion_mnist \\

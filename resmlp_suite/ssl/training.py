@@ -87,7 +87,7 @@ NUMERIC_OPTIONS = {
     **{key: SUPERVISED_OPTIONS[key] for key in (
         "train.epochs", "train.batch_size", "train.seed", "train.log_every", "train.num_threads", "optim.lr",
         "optim.lr_base_batch", "optim.weight_decay", "sched.warmup_epochs", "sched.min_lr", "data.img_size",
-        "data.in_chans", "data.num_workers", "data.train_samples", "data.eval_batch_size")},
+        "data.in_chans", "data.num_workers", "data.train_samples", "data.holdout", "data.eval_batch_size")},
     "optim.weight_decay_end": (float, False),
     **{f"dino.{key}": (int, False) for key in (
         "out_dim", "hidden_dim", "bottleneck_dim", "head_layers", "warmup_teacher_temp_epochs", "freeze_last_layer",
@@ -182,7 +182,8 @@ class DinoTrainer:
         self.batch_per_rank = t.batch_size // env.world_size
 
         train_set, val_set, self.classes = create_datasets(
-            cfg.data.name, cfg.data.root, cfg.data.train_split, cfg.data.val_split, in_chans=cfg.data.in_chans
+            cfg.data.name, cfg.data.root, cfg.data.train_split, cfg.data.val_split, in_chans=cfg.data.in_chans,
+            holdout=cfg.data.get("holdout"),
         )
         # Same initial weights on every rank; the teacher starts as a copy of the student.
         random_seed(t.seed, 0)
@@ -200,7 +201,8 @@ class DinoTrainer:
         self.teacher.load_state_dict(self.student.state_dict())
         self.teacher.requires_grad_(False)
 
-        # The k-NN memory is the labelled training split, whole (not only data.train_samples), unaugmented.
+        # The k-NN memory is the labelled training split (less data.holdout), whole (not only data.train_samples),
+        # unaugmented.
         memory = copy.copy(train_set)  # shares the image list; only the transform differs
         memory.transform = val_set.transform = create_eval_transform(self.input_config)
         train_set.transform = MultiCropAugmentation(

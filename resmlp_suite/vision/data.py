@@ -7,6 +7,7 @@ Training order is a function of ``(seed, epoch)`` only, so a resumed run replays
 
 from __future__ import annotations
 
+import copy
 import gzip
 import os
 from pathlib import Path
@@ -30,6 +31,7 @@ __all__ = [
     "imagefolder_classes",
     "create_dataset",
     "create_datasets",
+    "HeldOutPart",
     "resolve_input_config",
     "create_train_transform",
     "create_eval_transform",
@@ -175,17 +177,48 @@ def create_dataset(
     return _imagefolder(Path(root) / split, classes, transform, in_chans)
 
 
+class HeldOutPart(Subset):
+    """Some items of a dataset, with a transform of their own: ``.transform`` is that of a private shallow
+    copy of the dataset (the images are shared), so the held-out part and the rest can be transformed apart."""
+
+    def __init__(self, dataset: Dataset, indices: Sequence[int]) -> None:
+        super().__init__(copy.copy(dataset), indices)
+
+    @property
+    def transform(self) -> Optional[Callable]:
+        return self.dataset.transform
+
+    @transform.setter
+    def transform(self, transform: Optional[Callable]) -> None:
+        self.dataset.transform = transform
+
+    def __copy__(self) -> "HeldOutPart":
+        return HeldOutPart(self.dataset, self.indices)
+
+
 def create_datasets(
     name: str,
     root: os.PathLike | str,
     train_split: str,
     val_split: str,
     in_chans: int = 3,
+    holdout: Optional[int] = None,
 ) -> tuple[Dataset, Dataset, list[str]]:
-    """``(train, val, class names)`` without transforms (set ``.transform`` once the model is known)."""
+    """``(train, val, class names)`` without transforms (set ``.transform`` once the model is known).
+
+    ``holdout``: the validation set is instead a fixed random part of this many images of the training split,
+    and training keeps the rest, so that settings are chosen without looking at ``val_split`` (a test set).
+    """
     train, classes = create_dataset(name, root, train_split, in_chans=in_chans)
-    val, _ = create_dataset(name, root, val_split, in_chans=in_chans, classes=classes)
-    return train, val, classes
+    if not holdout:
+        val, _ = create_dataset(name, root, val_split, in_chans=in_chans, classes=classes)
+        return train, val, classes
+    if not 0 < holdout < len(train):
+        raise ValueError(f"data.holdout must be in 1..{len(train) - 1} (the {train_split!r} split has {len(train)} "
+                         f"images, and training keeps the rest), got {holdout}")
+    # Its own generator: the same part whatever the run's seed and data.train_samples.
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0)).tolist()
+    return HeldOutPart(train, order[holdout:]), HeldOutPart(train, order[:holdout]), classes
 
 
 def subsample(dataset: Dataset, num_samples: Optional[int], seed: int = 0) -> Dataset:

@@ -29,7 +29,7 @@ from .data import (
     loader_workers,
     resolve_input_config,
 )
-from .model_factory import backbone_from_weights, classifier_from_run, classifier_from_weights, initialised_model
+from .model_factory import backbone_from_weights, classifier_from_weights, initialised_model, model_from_run
 
 __all__ = [
     "EvalSetup",
@@ -137,10 +137,12 @@ def prepare_evaluation(
     source_img_size: Optional[int] = None,
     backbone: bool = False,
     model_kwargs: Optional[Mapping[str, Any]] = None,
+    initialised: bool = False,
 ) -> EvalSetup:
     """The model of a checkpoint and the split to evaluate it on, with the evaluation transform.
 
-    A ``vision/train.py`` checkpoint brings its model, classes and data settings (``data`` entries
+    A ``vision/train.py`` checkpoint (and for ``backbone`` a ``vision/train_dino.py`` one: its teacher's
+    backbone) brings its model, classes and data settings (``data`` entries
     override them: name, root, train_split, img_size, in_chans, crop_pct, interpolation, mean, std). Any
     other weight file needs ``model_name`` and ``data["root"]``; the model is built with ``model_kwargs``,
     the data's ``in_chans`` (default: the model's) and, for a model of one input size (ResMLP, ViT), its
@@ -149,7 +151,8 @@ def prepare_evaluation(
     mixing resampled to that size. ``source_img_size`` first resizes every image to that size (data that
     comes at another resolution than the model's).
 
-    ``checkpoint=None`` builds ``model_name`` at its initialisation (seed 0): a random-weights baseline.
+    ``initialised``: the architecture at its initialisation (seed 0), a random-weights baseline: ``model_name``
+    with ``checkpoint=None``, or a run checkpoint's model with its data settings.
     ``backbone`` is for frozen-feature evaluation: a weight file then loads without classifier (one in the
     file is ignored, see :func:`~resmlp_suite.vision.model_factory.backbone_from_weights`); a run's model keeps
     its head, which pooled features (``forward_head(pre_logits=True)``) do not use.
@@ -160,7 +163,8 @@ def prepare_evaluation(
         if model_kwargs:
             raise ValueError(f"model_kwargs {dict(model_kwargs)} (--model-kwargs) do not apply to {checkpoint}: a "
                              "vision/train.py checkpoint builds its run's model; leave the option out")
-        model, run_cfg = classifier_from_run(state, use_ema=use_ema, img_size=overrides.get("img_size"))
+        model, run_cfg = model_from_run(state, use_ema=use_ema, img_size=overrides.get("img_size"), backbone=backbone,
+                                        initialised=initialised)
         settings = {**OmegaConf.to_container(run_cfg.data, resolve=True), **overrides}
         if settings["in_chans"] != run_cfg.data.in_chans:
             raise ValueError(
@@ -173,6 +177,9 @@ def prepare_evaluation(
             settings["name"], settings["root"], split, in_chans=settings["in_chans"], classes=classes
         )
     else:
+        if initialised and checkpoint is not None:
+            raise ValueError(f"{checkpoint} is not a training run's checkpoint: a random-init baseline (--random-init) "
+                             "takes a run's checkpoint (its model and data settings) or --model without a checkpoint")
         if not model_name or "root" not in overrides:
             what = (f"{checkpoint} is not a vision/train.py checkpoint" if checkpoint is not None
                     else "without a checkpoint (a baseline)")
@@ -235,15 +242,17 @@ def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
     """The options that say what to evaluate on which data, shared by ``vision/evaluate.py`` and
     ``vision/linear_probe.py``; :func:`evaluation_options` and :func:`evaluation_mode` read them."""
     add = parser.add_argument
-    add("checkpoint", nargs="?", help="a vision/train.py checkpoint or a weight file (none with --random-init; "
-                                      "none with --pixels and --model)")
-    add("--model", help="timm model name (needed unless the file is a vision/train.py checkpoint)")
+    add("checkpoint", nargs="?", help="a vision/train.py checkpoint, a vision/train_dino.py one (its teacher's "
+                                      "backbone; frozen features only) or a weight file; none with --model and "
+                                      "--random-init or --pixels")
+    add("--model", help="timm model name (needed unless the file is a training run's checkpoint)")
     add("--model-kwargs", nargs="+", type=_key_value, metavar="KEY=VALUE",
         help="more timm.create_model arguments for --model, e.g. depth=2 embed_dim=32 (after CKPT)")
     add("--ema", action="store_true", help="the EMA weights of a training checkpoint")
     baseline = parser.add_mutually_exclusive_group()
     baseline.add_argument("--random-init", action="store_true",
-                          help="baseline: --model at its initialisation (seed 0) instead of trained weights")
+                          help="baseline: --model, or the run's model with the run's settings, at its "
+                               "initialisation (seed 0) instead of trained weights")
     baseline.add_argument("--pixels", action="store_true",
                           help="baseline (frozen-feature evaluation only): the normalised input images, flattened, "
                                "as features; input settings from CKPT or --model")

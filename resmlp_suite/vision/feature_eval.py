@@ -7,7 +7,8 @@ What gets evaluated (``mode``):
   ``vision/train.py`` checkpoint, or a weight file in any ResMLP layout (the official DeiT-repo files such
   as ``resmlp_24_dino.pth``, with or without a classifier; timm's copies; a DINO run's
   ``teacher_backbone.pt``) with ``model_name`` naming the architecture;
-* ``"random"``: ``model_name`` at its initialisation (seed 0), no checkpoint: how much training adds;
+* ``"random"``: ``model_name`` (no checkpoint), or a training run's model with the run's data settings, at its
+  initialisation (seed 0): how much training adds;
 * ``"pixels"``: the normalised input images themselves, flattened: how much any network adds. The input
   settings are those of the checkpoint's model, or of ``model_name``.
 
@@ -59,12 +60,9 @@ class FeatureSource:
 
 
 def check_mode(mode: str, checkpoint: Optional[os.PathLike | str]) -> None:
-    """A ``mode`` (see the module) with what it needs: a checkpoint for "model", none for "random"."""
+    """A ``mode`` (see the module) with what it needs: a checkpoint for "model"."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if mode == "random" and checkpoint is not None:
-        raise ValueError(f"a random-init baseline (--random-init) builds --model at its initialisation: give no "
-                         f"checkpoint, got {checkpoint}")
     if mode == "model" and checkpoint is None:
         raise ValueError("no checkpoint given: name one, or ask for a baseline (--random-init or --pixels) of --model")
 
@@ -82,7 +80,8 @@ def prepare_features(
     """``mode``'s embedding (see the module) of ``checkpoint`` or ``model_name``, and the data to evaluate it on
     (:func:`~resmlp_suite.vision.evaluation.prepare_evaluation`: which settings come from where)."""
     check_mode(mode, checkpoint)
-    setup = prepare_evaluation(checkpoint, model_name, use_ema, data, split, backbone=True, model_kwargs=model_kwargs)
+    setup = prepare_evaluation(checkpoint, model_name, use_ema, data, split, backbone=True, model_kwargs=model_kwargs,
+                               initialised=mode == "random")
     env = init_distributed(device)
     if mode == "pixels":
         return FeatureSource(setup, lambda images: images.flatten(1), env)

@@ -1,10 +1,11 @@
 """Classifiers from a run's config, from one of our training checkpoints, or from a weight file; backbones
-(no classifier) from a weight file or at their initialisation, for frozen-feature evaluation."""
+(no classifier) from a weight file, a DINO run or at their initialisation, for frozen-feature evaluation."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Any, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional
 
 import timm
 import torch
@@ -16,7 +17,7 @@ from .weights import load_checkpoint, read_state_dict
 
 __all__ = [
     "create_model_from_config",
-    "classifier_from_run",
+    "model_from_run",
     "classifier_from_weights",
     "backbone_from_weights",
     "initialised_model",
@@ -52,24 +53,39 @@ def create_model_from_config(model_cfg: Mapping[str, Any], num_classes: int, loa
     return timm.create_model(model_cfg["name"], pretrained=pretrained, num_classes=num_classes, **kwargs)
 
 
-def classifier_from_run(state: Mapping[str, Any], use_ema: bool = False,
-                        img_size: Optional[int] = None) -> tuple[nn.Module, DictConfig]:
-    """The model a training checkpoint (``vision/train.py``'s ``last.pt``/``best.pt``) holds, and the run's config.
+def model_from_run(state: Mapping[str, Any], use_ema: bool = False, img_size: Optional[int] = None,
+                   backbone: bool = False, initialised: bool = False) -> tuple[nn.Module, DictConfig]:
+    """The model a training checkpoint holds, and the run's config: a ``vision/train.py`` ``last.pt``/``best.pt``
+    (its classifier), or with ``backbone`` also a ``vision/train_dino.py`` ``last.pt`` (its teacher's backbone,
+    what DINO evaluates, without classifier).
 
     ``img_size`` other than the run's builds the model for that size, with a ResMLP's token mixing
-    resampled to its patch grid (:mod:`~resmlp_suite.vision.resample`).
+    resampled to its patch grid (:mod:`~resmlp_suite.vision.resample`). ``initialised``: the run's model at
+    its initialisation (seed 0) instead of its weights, a random-weights baseline with the run's settings.
     """
     if "config" not in state or "classes" not in state:
-        raise ValueError("not a vision/train.py checkpoint (no 'config'/'classes' entries)")
+        raise ValueError("not a vision/train.py or vision/train_dino.py checkpoint (no 'config'/'classes' entries)")
     cfg = OmegaConf.create(state["config"])
-    key = "model_ema" if use_ema else "model"
-    if state.get(key) is None:
-        raise ValueError("the checkpoint holds no EMA weights (the run had train.ema=false)")
-    weights = state[key]
+    if "teacher" in state:
+        if not backbone:
+            raise ValueError("a vision/train_dino.py checkpoint has no classifier: evaluate its features (--knn, "
+                             "vision/linear_probe.py), or fine-tune it with vision/train.py model.pretrained_file=")
+        if use_ema:
+            raise ValueError("--ema: a DINO run's teacher is already the EMA of its student; leave the option out")
+        weights = {k.removeprefix("backbone."): v for k, v in state["teacher"].items() if k.startswith("backbone.")}
+        num_classes = 0
+    else:
+        key = "model_ema" if use_ema else "model"
+        if state.get(key) is None:
+            raise ValueError("the checkpoint holds no EMA weights (the run had train.ema=false)")
+        weights, num_classes = state[key], len(state["classes"])
     if img_size is not None and img_size != cfg.data.img_size:
         with open_dict(cfg):
             cfg.model.kwargs.img_size = img_size
-    model = create_model_from_config(cfg.model, len(state["classes"]), load_pretrained=False)
+    if initialised:
+        with _seeded(0):
+            return create_model_from_config(cfg.model, num_classes, load_pretrained=False), cfg
+    model = create_model_from_config(cfg.model, num_classes, load_pretrained=False)
     if isinstance(model, ResMLP):
         weights = checkpoint_filter_fn(weights, model)
     elif img_size is not None and img_size != cfg.data.img_size:
@@ -111,6 +127,13 @@ def backbone_from_weights(path: os.PathLike | str, model_name: str, **kwargs: An
 def initialised_model(model_name: str, num_classes: int, seed: int = 0, **kwargs: Any) -> nn.Module:
     """``timm.create_model`` at its initialisation, the same for every call with the same ``seed`` (a
     random-weights baseline is then reproducible) and without touching the caller's random state."""
+    with _seeded(seed):
+        return timm.create_model(model_name, pretrained=False, num_classes=num_classes, **kwargs)
+
+
+@contextlib.contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Weights initialised from ``seed`` alone, the caller's random state untouched."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return timm.create_model(model_name, pretrained=False, num_classes=num_classes, **kwargs)
+        yield

@@ -93,6 +93,7 @@ NUMERIC_OPTIONS = {
     "optim.weight_decay": (float, False), "sched.warmup_epochs": (float, False), "sched.warmup_lr": (float, False),
     "sched.min_lr": (float, False), "sched.cooldown_epochs": (int, False), "data.img_size": (int, False),
     "data.in_chans": (int, False), "data.num_workers": (int, True), "data.train_samples": (int, True),
+    "data.holdout": (int, True),
     "data.eval_batch_size": (int, True), "aug.smoothing": (float, False), "aug.repeated_aug": (int, False),
 }
 
@@ -135,7 +136,8 @@ class Trainer:
         self.batch_per_rank = t.batch_size // env.world_size
 
         self.train_set, self.val_set, self.classes = create_datasets(
-            cfg.data.name, cfg.data.root, cfg.data.train_split, cfg.data.val_split, in_chans=cfg.data.in_chans
+            cfg.data.name, cfg.data.root, cfg.data.train_split, cfg.data.val_split, in_chans=cfg.data.in_chans,
+            holdout=cfg.data.get("holdout"),
         )
         num_classes = len(self.classes)
         # Same initial weights on every rank (DDP would broadcast rank 0's anyway, but the EMA copy is made first).
