@@ -5,10 +5,13 @@
 
 Steps (each is skipped when its result file exists, and the training steps resume a killed run):
   1. vision: ``vision/train.py`` (ResMLP on Fashion-MNIST), then its attention baseline ``experiment=fmnist_vit``;
-  2. translation: ``translation/bible_demo.py`` (resmlp_seq2seq vs an equal-size transformer, Bible De->En);
-  3. models: parameter and multiply-accumulate counts of the paper's models against the paper;
-  4. benchmarks: ``benchmarks/vision_inference.py`` and ``benchmarks/translation_speed.py``;
-  5. report: tables and plots from the files the steps wrote, nothing else.
+  2. dino: ``vision/train_dino.py`` (the same ResMLP, self-supervised on the same images), then
+     ``vision/evaluate.py --knn`` on the test images for its teacher, the same network at initialisation, the raw
+     pixels and the supervised run of step 1;
+  3. translation: ``translation/bible_demo.py`` (resmlp_seq2seq vs an equal-size transformer, Bible De->En);
+  4. models: parameter and multiply-accumulate counts of the paper's models against the paper;
+  5. benchmarks: ``benchmarks/vision_inference.py`` and ``benchmarks/translation_speed.py``;
+  6. report: tables and plots from the files the steps wrote, nothing else.
 """
 from __future__ import annotations
 
@@ -24,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+from omegaconf import OmegaConf
+
 from .cli import REPO, user_errors
 from .files import atomic_write_text
 from .training.metrics import read_metrics
@@ -35,6 +40,8 @@ STUDY_JSON = REPO / "docs" / "translation_study.json"
 @dataclass(frozen=True)
 class DemoSize:
     vision_overrides: tuple[str, ...]
+    dino_overrides: tuple[str, ...]
+    knn_args: tuple[str, ...]  # vision/evaluate.py --knn options of the DINO step's side-by-side
     translation_args: tuple[str, ...]
     vision_bench_args: tuple[str, ...]
     translation_bench_args: tuple[str, ...]
@@ -42,12 +49,16 @@ class DemoSize:
 
 FULL = DemoSize(
     vision_overrides=(),
+    dino_overrides=(),
+    knn_args=(),
     translation_args=(),
     vision_bench_args=(),
     translation_bench_args=(),
 )
 QUICK = DemoSize(
     vision_overrides=("train.epochs=1", "data.train_samples=12000"),
+    dino_overrides=("train.epochs=1", "data.train_samples=6000"),
+    knn_args=("--knn-memory", "10000"),
     translation_args=("--quick",),
     # A pipeline check: on CPUs without native bf16 matmuls (AMD EPYC here: 0.3 bf16 GFLOP/s against 170 fp32)
     # four calls of the default 2048^3 roofline GEMM took about 4 of the quick demo's 7.4 minutes.
@@ -70,6 +81,23 @@ def _run(cmd: Sequence[str]) -> float:
     start = time.perf_counter()
     subprocess.run(list(cmd), cwd=REPO, check=True)
     return time.perf_counter() - start
+
+
+def _run_json(cmd: Sequence[str]) -> dict[str, Any]:
+    """Run a command that prints one JSON line last (its logs stream through); returns that line, parsed."""
+    print(f"[demo] $ {' '.join(cmd)}", flush=True)
+    out = subprocess.run(list(cmd), cwd=REPO, check=True, stdout=subprocess.PIPE, text=True).stdout
+    print(out, end="", flush=True)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+# The side-by-side k-NN of the DINO step: label -> (checkpoint: "dino" or "supervised", vision/evaluate.py flags)
+KNN_BASELINES = {
+    "raw pixels": ("dino", ("--pixels",)),
+    "same network at initialisation": ("dino", ("--random-init",)),
+    "DINO (teacher)": ("dino", ()),
+    "supervised (step 1)": ("supervised", ()),
+}
 
 
 class Demo:
@@ -96,11 +124,28 @@ class Demo:
             run_dir = self.work_dir / "vision" / label
             wall = _run([sys.executable, _script("vision/train.py"), f"output_dir={run_dir}", f"name={label}",
                          *overrides, *self.size.vision_overrides])
-            rows = read_metrics(run_dir / "metrics.json")
-            runs[label] = {"run_dir": str(run_dir.relative_to(self.work_dir)), "wall_s": round(wall, 1), "epochs": len(rows),
-                           "train_s": round(sum(r["train_time_s"] for r in rows), 1),
-                           "final": rows[-1], "best_top1": max(r["val_top1"] for r in rows)}
+            summary = self.run_summary(run_dir, wall)
+            runs[label] = {**summary, "best_top1": max(r["val_top1"] for r in read_metrics(run_dir / "metrics.json"))}
         return {"runs": runs}
+
+    def run_summary(self, run_dir: Path, wall: float) -> dict[str, Any]:
+        """A training run of a step: where it is, its wall and training time, epochs and last metrics row."""
+        rows = read_metrics(run_dir / "metrics.json")
+        return {"run_dir": str(run_dir.relative_to(self.work_dir)), "wall_s": round(wall, 1), "epochs": len(rows),
+                "train_s": round(sum(r["train_time_s"] for r in rows), 1), "final": rows[-1]}
+
+    def dino(self) -> dict[str, Any]:
+        run_dir = self.work_dir / "dino"
+        wall = _run([sys.executable, _script("vision/train_dino.py"), f"output_dir={run_dir}", *self.size.dino_overrides])
+        checkpoints = {"dino": run_dir / "last.pt", "supervised": self.work_dir / "vision" / "resmlp" / "last.pt"}
+        knn = {}
+        for label, (source, flags) in KNN_BASELINES.items():
+            args = [os.path.relpath(checkpoints[source], REPO), "--knn", *flags, *self.size.knn_args]
+            result = _run_json([sys.executable, _script("vision/evaluate.py"), *args])
+            knn[label] = {"command": " ".join(["python vision/evaluate.py", *args]),
+                          **{k: result[k] for k in ("knn_top1", "knn_top5", "knn_count", "knn_memory", "split")}}
+        out_dim = OmegaConf.load(run_dir / ".hydra" / "config.yaml").dino.out_dim
+        return {**self.run_summary(run_dir, wall), "knn": knn, "out_dim": out_dim}
 
     def translation(self) -> dict[str, Any]:
         out = self.work_dir / "translation"
@@ -127,6 +172,7 @@ def run(work_dir: Path, report_dir: Path, size: DemoSize, command: str, readme: 
     demo = Demo(work_dir, size)
     steps = [
         ("vision", demo.vision),
+        ("dino", demo.dino),
         ("translation", demo.translation),
         ("models", demo.models),
         ("vision_inference", lambda: demo.benchmark("benchmarks/vision_inference.py", size.vision_bench_args)),

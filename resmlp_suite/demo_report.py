@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 from .files import atomic_copy, atomic_write_text
-from .plotting import plot_curves, plot_grouped_bars
+from .plotting import plot_curves, plot_dino_run, plot_grouped_bars
 from .report import Document, Heading, Image, Paragraph, Table
+from .training.metrics import read_metrics
 from .translation.bible import book_names
 from .translation.demo import plot_demo_valid_loss
 from .visualize import plot_token_mixing
@@ -24,12 +26,14 @@ def _minutes(seconds: float) -> str:
 
 def summary_table(results: dict[str, Any]) -> Table:
     """The headline table: ours beside the baseline."""
-    vision, mt = results["vision"]["runs"], results["translation"]["models"]
+    vision, mt, knn = results["vision"]["runs"], results["translation"]["models"], results["dino"]["knn"]
     return Table(["task", "ResMLP", "baseline", "baseline model"], [
         ["Fashion-MNIST test top-1 (%)", vision["resmlp"]["final"]["val_top1"], vision["baseline"]["final"]["val_top1"],
          "ViT (attention), same recipe and epochs, lr 4e-3"],
         ["Bible De->En test sacreBLEU", mt["resmlp"]["bleu"], mt["transformer"]["bleu"],
          "fairseq transformer, same size and updates"],
+        ["Fashion-MNIST test k-NN top-1 (%), trained without labels (DINO)", knn["DINO (teacher)"]["knn_top1"],
+         knn["raw pixels"]["knn_top1"], "k-NN on the raw pixels"],
     ])
 
 
@@ -51,6 +55,33 @@ def vision_section(results: dict[str, Any], work_dir: Path, report_dir: Path) ->
                   "around its own patch (outlined), then the same rows after resampling A to a 10x10 grid, as "
                   "loading the weights at 40 px does."),
         Image(mixing.name, "Token-mixing rows over the patch grid, and after resampling"),
+    ]
+
+
+def dino_section(results: dict[str, Any], work_dir: Path, report_dir: Path) -> list:
+    dino = results["dino"]
+    knn = dino["knn"]
+    plot = plot_dino_run(work_dir / dino["run_dir"], report_dir / "dino_knn_entropy.png",
+                         {label: r["knn_top1"] for label, r in knn.items()}, math.log(dino["out_dim"]),
+                         "DINO on Fashion-MNIST: features without labels, and the teacher during training")
+    first = next(iter(knn.values()))
+    rows = [[label, r["knn_top1"], r["knn_top5"], f"`{r['command']}`"] for label, r in knn.items()]
+    epochs = [[r["epoch"], f"{r['train_loss']:.3f}", f"{r['teacher_entropy']:.2f}", f"{r['student_teacher_kl']:.3f}",
+               r.get("knn_top1", "-")] for r in read_metrics(work_dir / dino["run_dir"] / "metrics.json")]
+    return [
+        Heading("Self-supervised: DINO on Fashion-MNIST (`python vision/train_dino.py`)"),
+        Paragraph(f"The vision step's ResMLP, trained without labels by DINO (`configs/dino_experiment/fmnist_tiny.yaml`, "
+                  "its batch, learning rate and teacher momentum chosen on held-out training images: "
+                  f"`docs/dino_settings.md`; {dino['epochs']} epoch{'s' * (dino['epochs'] != 1)}, "
+                  f"{_minutes(dino['train_s'])} training minutes), then its frozen features "
+                  f"judged by weighted k-NN (k 20, T 0.07, cosine) on the {first['knn_count']:,} {first['split']} "
+                  f"images with the {first['knn_memory']:,} training images as the memory, beside what needs no "
+                  "training and what the labels give."),
+        Table(["features", "k-NN top-1 (%)", "k-NN top-5 (%)", "command"], rows),
+        Image(plot.name, "k-NN top-1 of each kind of features; teacher entropy and student-teacher KL per step"),
+        Table(["epoch", "DINO loss", f"teacher entropy (nats, of ln {dino['out_dim']} = "
+               f"{math.log(dino['out_dim']):.2f})", "student-teacher KL",
+               "k-NN top-1 in training (%, memory: dino.knn_train_samples)"], epochs),
     ]
 
 
@@ -137,6 +168,7 @@ def report_document(results: dict[str, Any], work_dir: Path, report_dir: Path) -
         Paragraph("Paper, for context: ImageNet top-1 " + ", ".join(f"{k} {v}" for k, v in PAPER_TOP1.items())
                   + "; WMT14 En-De tokenized BLEU " + ", ".join(f"{k} {v}" for k, v in PAPER_BLEU_EN_DE.items()) + "."),
         *vision_section(results, work_dir, report_dir),
+        *dino_section(results, work_dir, report_dir),
         *translation_section(results, report_dir),
         *study_section(results),
         *models_section(results),

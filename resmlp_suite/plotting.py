@@ -9,9 +9,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .files import PathLike, atomic_write
-from .training.metrics import read_metrics
+from .training.metrics import read_metrics, read_scalars
 
-__all__ = ["plot_curves", "plot_valid_loss", "plot_grouped_bars", "save_png"]
+__all__ = ["plot_curves", "plot_dino_run", "plot_valid_loss", "plot_grouped_bars", "save_png"]
 
 
 def plot_curves(
@@ -44,6 +44,31 @@ def plot_curves(
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
+    return save_png(fig, out)
+
+
+def plot_dino_run(run_dir: PathLike, out: PathLike, knn: dict[str, float], max_entropy: float,
+                  title: Optional[str] = None) -> Path:
+    """A DINO run: ``knn`` (label -> k-NN top-1 of each kind of features) as bars, and the teacher's output
+    entropy and the student-teacher KL as logged every few steps (TensorBoard), with the two collapses'
+    levels (0 and ``max_entropy`` = ln(out_dim)) marked."""
+    fig = Figure(figsize=(11, 4), layout="constrained")
+    ax_knn, ax_entropy = fig.subplots(1, 2)
+    bars = ax_knn.barh(list(knn)[::-1], list(knn.values())[::-1], color=[f"C{i}" for i in range(len(knn))][::-1])
+    ax_knn.bar_label(bars, fmt="%.1f", padding=2)
+    ax_knn.set(xlabel="top-1 (%)", xlim=(0, 105), title="weighted k-NN (k 20, T 0.07) on the test images")
+    for tag, label in (("train/teacher_entropy", "teacher output entropy"),
+                       ("train/student_teacher_kl", "student-teacher KL")):
+        steps, values = zip(*read_scalars(run_dir, tag))
+        ax_entropy.plot(steps, values, label=label)
+    for level, label in ((0.0, "collapse to one prototype"), (max_entropy, "collapse to uniform: ln(out_dim)")):
+        ax_entropy.axhline(level, color="grey", linestyle=":", label=label)
+    ax_entropy.set(xlabel="step", ylabel="nats", title="the teacher during training (logged steps)")
+    ax_entropy.legend(fontsize="small")
+    for ax in (ax_knn, ax_entropy):
+        ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
     return save_png(fig, out)

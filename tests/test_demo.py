@@ -25,7 +25,8 @@ def quick_demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_report_is_written_with_plots(quick_demo: tuple[Path, Path]) -> None:
     _, report = quick_demo
     page = (report / "index.html").read_text()
-    for png in ("vision_curves.png", "vision_token_mixing.png", "translation_valid_loss.png", "vision_inference.png"):
+    for png in ("vision_curves.png", "vision_token_mixing.png", "dino_knn_entropy.png", "translation_valid_loss.png",
+                "vision_inference.png"):
         assert (report / png).stat().st_size > 1000
         assert f'src="{png}"' in page
     assert (report / "README.md").read_text().startswith("# resmlp-suite: demo report")
@@ -37,6 +38,17 @@ def test_report_numbers_come_from_the_run(quick_demo: tuple[Path, Path]) -> None
     for label in ("resmlp", "baseline"):
         top1 = read_metrics(work / "vision" / label / "metrics.json")[-1]["val_top1"]
         assert f"{top1:.2f}" in markdown
+    # DINO: the run's own per-epoch rows, and the four k-NN evaluations side by side, each with its command.
+    dino_rows = read_metrics(work / "dino" / "metrics.json")
+    assert f"{dino_rows[-1]['train_loss']:.3f}" in markdown
+    knn = json.loads((work / "dino.json").read_text())["knn"]
+    assert list(knn) == ["raw pixels", "same network at initialisation", "DINO (teacher)", "supervised (step 1)"]
+    for result in knn.values():
+        # the quick demo's memory: 10,000 of the 60,000 training images (--knn-memory)
+        assert result["knn_count"] == 10_000 and result["knn_memory"] == 10_000 and result["split"] == "test"
+        assert f"| {result['knn_top1']:.2f} |" in markdown and f"`{result['command']}`" in markdown
+    # even the quick run's one supervised epoch makes its features better than at initialisation
+    assert knn["supervised (step 1)"]["knn_top1"] > knn["same network at initialisation"]["knn_top1"]
     translation = json.loads((work / "translation" / "results.json").read_text())
     for model in translation["models"].values():
         assert f"{model['bleu']:.2f}" in markdown
@@ -58,7 +70,7 @@ def test_second_run_reuses_every_step(quick_demo: tuple[Path, Path], tmp_path: P
     work, _ = quick_demo
     out = subprocess.run([sys.executable, "-m", "resmlp_suite.demo", "--quick", "--work-dir", str(work),
                           "--report-dir", str(tmp_path)], check=True, capture_output=True, text=True, timeout=300)
-    assert out.stdout.count("re-using") == 5, out.stdout
+    assert out.stdout.count("re-using") == 6, out.stdout
     assert (tmp_path / "index.html").is_file()
 
 

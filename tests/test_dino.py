@@ -77,6 +77,7 @@ def tiny(data_root: Path, out: Path, epochs: int = 2, samples: int = 12) -> list
         f"train.epochs={epochs}", "train.batch_size=12", "train.progress=false", "train.log_every=1",
         "train.num_threads=1", "train.device=cpu", "optim.lr=5e-2", "sched.warmup_epochs=0",
         "dino.out_dim=64", "dino.hidden_dim=32", "dino.bottleneck_dim=16", "dino.local_crops_number=1",
+        "dino.freeze_last_layer=1",
         "dino.knn_train_samples=null", f"output_dir={out}",
     ]
 
@@ -429,7 +430,7 @@ def test_the_default_run_is_fashion_mnist_with_a_backbone():
     ("dino.teacher_temp=0", "dino.teacher_temp must be > 0, got 0"),
     ("dino.center_momentum=1", r"dino.center_momentum must be in \[0, 1\), got 1"),
     ("dino.global_crops_scale=[0.5,0.2]", r"dino.global_crops_scale must be \[min, max\] area fractions"),
-    ("sched.warmup_epochs=5", r"sched.warmup_epochs must be in \[0, train.epochs=2\], got 5"),
+    ("sched.warmup_epochs=5", r"sched.warmup_epochs must be in \[0, train.epochs=1\], got 5"),
 ])
 def test_bad_settings_name_the_option(override, message):
     with pytest.raises(ValueError, match=message):

@@ -106,6 +106,10 @@ def test_evaluate_knn_of_a_trained_run_and_its_baselines(trained_run, shapes_roo
     assert (run["mode"], run["split"], run["train_split"], run["k"], run["temperature"]) == (
         "model", "val", "train", 20, 0.07)
     assert '"knn_top1": ' + str(run["knn_top1"]) in capsys.readouterr().out
+    # A fixed subset of the memory: the same on every call, the whole split when it asks for more.
+    small = [evaluate_main([str(out / "best.pt"), "--knn", "--knn-memory", "30", *CPU]) for _ in range(2)]
+    assert small[0]["knn_memory"] == 30 and small[0]["knn_top1"] == small[1]["knn_top1"]
+    assert evaluate_main([str(out / "best.pt"), "--knn", "--knn-memory", "500", *CPU])["knn_top1"] == run["knn_top1"]
     pixels = evaluate_main([str(out / "best.pt"), "--knn", "--pixels", *CPU])
     assert pixels["mode"] == "pixels" and 0 <= pixels["knn_top1"] <= 100 and pixels["knn_count"] == 60
     random_init = evaluate_main(["--model", "resmlp_tiny_p4", "--random-init", "--knn", "--data-root", str(shapes_root),

@@ -49,6 +49,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--knn", action="store_true", help="weighted k-NN accuracy of the frozen pooled features")
     p.add_argument("--k", type=int, default=K, help="neighbours that vote (--knn)")
     p.add_argument("--temperature", type=float, default=TEMPERATURE, help="votes weigh exp(cosine / T) (--knn)")
+    p.add_argument("--knn-memory", type=int, default=None, metavar="N",
+                   help="at most N training images (a fixed random subset) as the k-NN memory; default: all, as DINO")
     return p.parse_args(argv)
 
 
@@ -61,7 +63,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                          "vision/linear_probe.py)")
     def run(env: DistEnv) -> dict[str, Any]:
         if args.knn:
-            result = knn_evaluate(**options, mode=mode, k=args.k, temperature=args.temperature)
+            result = knn_evaluate(**options, mode=mode, k=args.k, temperature=args.temperature,
+                                  memory_samples=args.knn_memory)
         else:
             result = evaluate_checkpoint(**options, progress=True)
         if env.is_main:

@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 from ..files import atomic_write, atomic_write_text
 
-__all__ = ["MetricsLogger", "read_metrics"]
+__all__ = ["MetricsLogger", "read_metrics", "read_scalars"]
 
 _logger = logging.getLogger(__name__)
 
@@ -28,6 +28,17 @@ def read_metrics(path: os.PathLike | str) -> list[dict[str, Any]]:
         with path.open(newline="") as f:
             return [{k: _parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
     raise ValueError(f"metrics file must end in .json or .csv, got {path}")
+
+
+def read_scalars(run_dir: os.PathLike | str, tag: str) -> list[tuple[int, float]]:
+    """``(step, value)`` of a TensorBoard scalar that :class:`MetricsLogger` wrote in ``run_dir``, in step order."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(Path(run_dir) / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    if tag not in events.Tags()["scalars"]:
+        raise ValueError(f"{run_dir}: no TensorBoard scalar {tag!r}; it has {sorted(events.Tags()['scalars'])}")
+    return sorted((event.step, event.value) for event in events.Scalars(tag))
 
 
 def _parse(value: str) -> Any:

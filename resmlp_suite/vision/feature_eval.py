@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..training.distributed import DistEnv, init_distributed
-from .data import create_eval_loader, loader_workers
+from .data import create_eval_loader, loader_workers, subsample
 from .evaluation import EvalSetup, prepare_evaluation
 from .knn import K, TEMPERATURE, extract_features, knn_accuracy, pooled_features
 
@@ -102,16 +102,20 @@ def knn_evaluate(
     num_workers: Optional[int] = None,
     device: str = "auto",
     amp: str = "none",
+    memory_samples: Optional[int] = None,
 ) -> dict[str, Any]:
     """Weighted k-NN top-1/top-5 (%) of ``mode``'s features (cosine similarity, votes ``exp(s / T)``):
     the train split (``data["train_split"]``: default the run's, else "train") is the memory, ``split``
     (default the run's validation split, else val / test) the queries. Both splits go through the
-    evaluation transform (resize, centre crop), as in DINO's evaluation."""
+    evaluation transform (resize, centre crop), as in DINO's evaluation. ``memory_samples``: at most this
+    many training images (a fixed random subset) as the memory, for a quicker, rougher estimate."""
     if temperature <= 0:
         raise ValueError(f"temperature={temperature} (--temperature): expected a positive number (DINO: 0.07)")
     source = prepare_features(checkpoint, model_name, mode, use_ema, data, split, model_kwargs, device)
     setup = source.setup
     memory = setup.load_split(setup.train_split)
+    if memory_samples is not None and memory_samples < len(memory):
+        memory = subsample(memory, memory_samples)
     if not 1 <= k <= len(memory):
         raise ValueError(f"k={k} (--k) must be in 1..{len(memory)}: the {setup.train_split!r} split (the k-NN "
                          f"memory) has {len(memory)} images")
