@@ -124,13 +124,12 @@ class Demo:
             run_dir = self.work_dir / "vision" / label
             wall = _run([sys.executable, _script("vision/train.py"), f"output_dir={run_dir}", f"name={label}",
                          *overrides, *self.size.vision_overrides])
-            summary = self.run_summary(run_dir, wall)
-            runs[label] = {**summary, "best_top1": max(r["val_top1"] for r in read_metrics(run_dir / "metrics.json"))}
+            rows = read_metrics(run_dir / "metrics.json")
+            runs[label] = {**self.run_summary(run_dir, wall, rows), "best_top1": max(r["val_top1"] for r in rows)}
         return {"runs": runs}
 
-    def run_summary(self, run_dir: Path, wall: float) -> dict[str, Any]:
+    def run_summary(self, run_dir: Path, wall: float, rows: list[dict[str, Any]]) -> dict[str, Any]:
         """A training run of a step: where it is, its wall and training time, epochs and last metrics row."""
-        rows = read_metrics(run_dir / "metrics.json")
         return {"run_dir": str(run_dir.relative_to(self.work_dir)), "wall_s": round(wall, 1), "epochs": len(rows),
                 "train_s": round(sum(r["train_time_s"] for r in rows), 1), "final": rows[-1]}
 
@@ -145,7 +144,7 @@ class Demo:
             knn[label] = {"command": " ".join(["python vision/evaluate.py", *args]),
                           **{k: result[k] for k in ("knn_top1", "knn_top5", "knn_count", "knn_memory", "split")}}
         out_dim = OmegaConf.load(run_dir / ".hydra" / "config.yaml").dino.out_dim
-        return {**self.run_summary(run_dir, wall), "knn": knn, "out_dim": out_dim}
+        return {**self.run_summary(run_dir, wall, read_metrics(run_dir / "metrics.json")), "knn": knn, "out_dim": out_dim}
 
     def translation(self) -> dict[str, Any]:
         out = self.work_dir / "translation"
