@@ -1,5 +1,6 @@
 """A ResMLP trained at 28 px, evaluated and fine-tuned at 32 and 40 px on Fashion-MNIST: resampled token
-mixing against resizing the images back and against training from scratch (resmlp_suite.vision.resolution).
+mixing against resizing the images back and against training from scratch, and what resampling A
+alone loses (resmlp_suite.vision.resolution).
 
     python benchmarks/resolution_transfer.py                      # trains the default 28-px run first (~5 min)
     python benchmarks/resolution_transfer.py --base-run runs/demo/vision/resmlp     # reuse a finished run

@@ -199,6 +199,34 @@ def test_state_dict_resampling_and_its_errors() -> None:
         resample_token_mixing(torch.zeros(10, 10), None, (3, 3), (4, 4))
 
 
+def test_resolution_study_round_trip_and_its_work_dir(tmp_path: Path) -> None:
+    """(d) of the resolution study: a checkpoint whose matrices went to another grid and back keeps its shapes
+    and, for a smooth A, its weights; and a work dir made from one base checkpoint refuses another."""
+    from resmlp_suite.training.checkpoint import atomic_save, read_checkpoint
+    from resmlp_suite.vision.resolution import claim_work_dir, round_trip
+
+    model = export_state_dict(timm.create_model("resmlp_tiny_p4", depth=2), "suite")  # 7 x 7 patches
+    smooth = torch.full((49, 49), 1.0 / 49)
+    model["blocks.0.linear_tokens.weight"] = smooth
+    checkpoint = tmp_path / "last.pt"
+    atomic_save({"model": model, "model_ema": dict(model), "epoch": 1}, checkpoint)
+    back = read_checkpoint(round_trip(checkpoint, 10, tmp_path / "round_trip.pt"))
+    for key in ("model", "model_ema"):
+        assert back[key]["blocks.1.linear_tokens.weight"].shape == (49, 49)
+        torch.testing.assert_close(back[key]["blocks.0.linear_tokens.weight"], smooth)
+    assert back["epoch"] == 1
+    # Random (not smooth) rows do not survive exactly: the round trip is a measurement, not the identity.
+    assert not torch.allclose(back["model"]["blocks.1.linear_tokens.weight"], model["blocks.1.linear_tokens.weight"])
+
+    work_dir = tmp_path / "study"
+    claim_work_dir(work_dir, checkpoint)
+    claim_work_dir(work_dir, checkpoint)  # the same base again: its finished runs are re-used
+    other = tmp_path / "other.pt"
+    atomic_save({"model": {k: v + 1 for k, v in model.items()}}, other)
+    with pytest.raises(ValueError, match=f"{work_dir} holds runs made from another 28-px checkpoint .*last.pt"):
+        claim_work_dir(work_dir, other)
+
+
 @pytest.mark.parametrize("img_size", [384, (224, 320)])
 def test_tag_at_another_resolution(img_size, fake_downloads, timm_reference: Callable,
                                    caplog: pytest.LogCaptureFixture) -> None:
