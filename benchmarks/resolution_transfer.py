@@ -2,7 +2,8 @@
 mixing against resizing the images back and against training from scratch, and what resampling A
 alone loses (resmlp_suite.vision.resolution).
 
-    python benchmarks/resolution_transfer.py                      # trains the default 28-px run first (~5 min)
+    python benchmarks/resolution_transfer.py                      # trains the default 28-px run first (~2 min)
+    python benchmarks/resolution_transfer.py --base-epochs 3      # ... for 3 epochs (the README's table)
     python benchmarks/resolution_transfer.py --base-run runs/demo/vision/resmlp     # reuse a finished run
     python benchmarks/resolution_transfer.py --quick              # a pipeline check in a few minutes
 
@@ -27,11 +28,16 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     parser.add_argument("--base-run", type=Path, default=None, help="a finished 28-px vision/train.py run to start from")
     parser.add_argument("--work-dir", type=Path, default=None, help="default runs/resolution_transfer[_quick]")
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), help="image sizes (multiples of 4)")
+    parser.add_argument("--base-epochs", type=int, default=None,
+                        help="epochs of the 28-px run it trains (default: the default run's); not with --base-run")
     parser.add_argument("--quick", action="store_true", help="1 epoch on 2,000 training images per run")
     args = parser.parse_args(argv)
+    if args.base_epochs is not None and args.base_run is not None:
+        parser.error("--base-epochs sets the 28-px run this script trains; --base-run gives a finished one instead")
     work_dir = args.work_dir or REPO / "runs" / ("resolution_transfer_quick" if args.quick else "resolution_transfer")
-    quick = ("train.epochs=1", *QUICK_OVERRIDES) if args.quick else ()
-    results = run_study(work_dir, args.base_run, args.sizes, base_overrides=quick,
+    epochs = () if args.base_epochs is None and not args.quick else (f"train.epochs={args.base_epochs or 1}",)
+    base = (*epochs, *QUICK_OVERRIDES) if args.quick else epochs
+    results = run_study(work_dir, args.base_run, args.sizes, base_overrides=base,
                         epoch_overrides=QUICK_OVERRIDES if args.quick else ())
     out = work_dir / "resolution_transfer" if args.quick else REPO / "docs" / "resolution_transfer"
     report = write_report(results, out, shlex.join(["python", "benchmarks/resolution_transfer.py", *sys.argv[1:]]))

@@ -225,6 +225,10 @@ def test_resolution_study_round_trip_and_its_work_dir(tmp_path: Path) -> None:
     atomic_save({"model": {k: v + 1 for k, v in model.items()}}, other)
     with pytest.raises(ValueError, match=f"{work_dir} holds runs made from another 28-px checkpoint .*last.pt"):
         claim_work_dir(work_dir, other)
+    older = tmp_path / "older_study"  # runs from before the record was kept: their base is unknown
+    (older / "finetune_32").mkdir(parents=True)
+    with pytest.raises(ValueError, match="finetune_32.* no record of the 28-px checkpoint"):
+        claim_work_dir(older, checkpoint)
 
 
 @pytest.mark.parametrize("img_size", [384, (224, 320)])

@@ -75,6 +75,10 @@ def claim_work_dir(work_dir: Path, checkpoint: Path) -> None:
                              f"sha256 {old['sha256'][:12]}) than {checkpoint} (sha256 {stamp['sha256'][:12]}); "
                              f"give another --work-dir, or delete {work_dir} to start over")
     else:
+        unclaimed = sorted(str(d) for pattern in ("finetune_*", "scratch_*") for d in work_dir.glob(pattern))
+        if unclaimed:
+            raise ValueError(f"{work_dir} holds runs ({', '.join(unclaimed)}) with no record of the 28-px checkpoint "
+                             f"they started from; give another --work-dir, or delete {work_dir} to start over")
         work_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(record, json.dumps(stamp, indent=1))
 
