@@ -39,6 +39,12 @@ BASE_SIZE = 28
 PATCH = 4
 
 
+def _shown(path: Path) -> str:
+    """A path as the report shows it: relative to the repository when inside it (the report is committed)."""
+    resolved = path.resolve()
+    return str(resolved.relative_to(REPO)) if resolved.is_relative_to(REPO) else str(path)
+
+
 def train_run(output_dir: Path, overrides: Sequence[str]) -> dict[str, Any]:
     """``vision/train.py output_dir=... <overrides>`` (a finished run returns at once, a killed one resumes):
     the last epoch's metrics."""
@@ -47,7 +53,7 @@ def train_run(output_dir: Path, overrides: Sequence[str]) -> dict[str, Any]:
     subprocess.run(cmd, cwd=REPO, check=True)
     rows = read_metrics(output_dir / "metrics.json")
     return {"top1": rows[-1]["val_top1"], "epochs": len(rows), "train_s": round(sum(r["train_time_s"] for r in rows), 1),
-            "run_dir": str(output_dir)}
+            "run_dir": _shown(output_dir)}
 
 
 def round_trip(checkpoint: Path, grid: int, out: Path) -> Path:
@@ -96,7 +102,7 @@ def run_study(work_dir: Path, base_run: Optional[Path] = None, sizes: Sequence[i
     if not checkpoint.is_file():
         raise FileNotFoundError(f"{checkpoint} not found: --base-run takes a vision/train.py run directory")
     claim_work_dir(work_dir, checkpoint)
-    results: dict[str, Any] = {"base_run": str(base_run), "finetune_lr": FINETUNE_LR,
+    results: dict[str, Any] = {"base_run": _shown(base_run), "finetune_lr": FINETUNE_LR,
                                "base": evaluate_checkpoint(checkpoint, data={"img_size": BASE_SIZE})["top1"],
                                "sizes": {}}
     for size in sizes:
