@@ -292,6 +292,13 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(runs):
     assert [r["epoch"] for r in read_metrics(runs["out"] / "resumed" / "metrics.csv")] == [1, 2]
 
 
+def test_resume_auto_refuses_a_run_with_other_options(runs, images_root):
+    overrides = [*tiny(images_root, runs["out"] / "full"), "model.kwargs.drop_path_rate=0.1", "dino.student_temp=0.2"]
+    with pytest.raises(ValueError, match=r"full.last\.pt \(train\.resume=auto\): it was trained with other options, "
+                                         r"dino\.student_temp: 0\.1 -> 0\.2 "):
+        DinoTrainer(compose_cfg(overrides), CPU)
+
+
 def test_last_layer_stays_put_in_the_first_epoch_of_a_run(runs):
     killed, last = runs["killed"]["student"], read_checkpoint(runs["out"] / "full" / "last.pt")["student"]
     for name, initial in runs["initial_last_layer"].items():

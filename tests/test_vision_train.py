@@ -28,6 +28,7 @@ from torch.nn import functional as F
 import resmlp_suite  # noqa: F401  (registers the models)
 from resmlp_suite.plotting import plot_curves
 from resmlp_suite.training import DistillationLoss, create_teacher, init_distributed, read_checkpoint, read_metrics
+from resmlp_suite.training.checkpoint import RESULT_NEUTRAL_KEYS
 from resmlp_suite.training.precision import amp_dtype
 from resmlp_suite.vision.data import FashionMNIST, create_dataset, create_datasets, loader_workers, read_idx
 from resmlp_suite.vision.evaluation import evaluate_checkpoint
@@ -506,6 +507,29 @@ def test_resume_on_data_with_other_classes_is_refused(trained_run, shapes_root, 
     with pytest.raises(ValueError, match=r"trained on the classes \['circle', 'square', 'triangle'\], and "
                                          r"data.root=.* has \['disc', 'square', 'triangle'\]"):
         train(compose_cfg(tiny_overrides(other, run, epochs=5)))
+
+
+def test_resume_auto_refuses_other_options_and_an_explicit_path_warns(trained_run, shapes_root, tmp_path, caplog):
+    """Two runs never mix without a word: the checkpoint's options against the run's."""
+    out, _ = trained_run
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    before = (run / "last.pt").read_bytes()
+    changed = [*tiny_overrides(shapes_root, run, epochs=5), "optim.lr=3e-3", "data.holdout=6"]
+    with pytest.raises(ValueError, match=r"cannot resume from .*last\.pt \(train\.resume=auto\): it was trained with "
+                                         r"other options, data\.holdout: None -> 6; optim\.lr: 0\.002 -> 0\.003 "
+                                         r".*train\.resume=null.*train\.resume=.*last\.pt"):
+        train(compose_cfg(changed))
+    assert (run / "last.pt").read_bytes() == before
+    with caplog.at_level(logging.WARNING, logger="resmlp_suite"):
+        resumed = train(compose_cfg([*changed, f"train.resume={run / 'last.pt'}"]))
+    assert "trained with other options: data.holdout" in caplog.text and resumed["epoch"] == 5
+
+
+def test_options_that_may_differ_on_resume_are_those_sweeps_leave_out_of_job_names():
+    for name in ("train.yaml", "train_dino.yaml"):
+        hydra_job = OmegaConf.load(REPO / "configs" / name).hydra.job
+        assert set(hydra_job.config.override_dirname.exclude_keys) == RESULT_NEUTRAL_KEYS, name
 
 
 def test_resumed_run_keeps_its_metrics_history_when_the_files_are_lost(trained_run, shapes_root, tmp_path):

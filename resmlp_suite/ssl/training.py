@@ -281,7 +281,7 @@ class DinoTrainer:
         atomic_save({**self.state_dict(), "rng": rng}, self.run_dir / LAST)
 
     def load(self, path: Path) -> None:
-        state = read_resume_checkpoint(path)
+        state = read_resume_checkpoint(path, self.cfg)
         self.student.load_state_dict(state["student"])
         self.teacher.load_state_dict(state["teacher"])
         self.optimizer.load_state_dict(state["optimizer"])

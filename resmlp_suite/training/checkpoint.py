@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 import random
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import safetensors.torch
 import torch
+from omegaconf import DictConfig, OmegaConf
 from timm.utils import random_seed
 
 from ..files import PathLike, atomic_copy, atomic_write
@@ -33,6 +34,8 @@ __all__ = [
     "resolve_resume",
     "read_resume_checkpoint",
     "resume_way_out",
+    "RESULT_NEUTRAL_KEYS",
+    "config_changes",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -140,9 +143,48 @@ def resume_way_out(path: PathLike) -> str:
     return f"start over with train.resume=null (it overwrites {path}) or choose another output_dir"
 
 
-def read_resume_checkpoint(path: PathLike) -> dict[str, Any]:
-    """:func:`read_checkpoint` on CPU for resuming: a file that does not read is kept, and the error says so."""
+# Options that do not change what a run computes (the same list is hydra's override_dirname exclude_keys in
+# configs/train.yaml and configs/train_dino.yaml, so that a sweep's job directories ignore them too).
+RESULT_NEUTRAL_KEYS = frozenset({"name", "output_dir", "train.resume", "train.device", "train.progress",
+                                 "train.log_every", "train.num_threads", "data.root", "data.num_workers"})
+# Besides those, a resumed run may only have more epochs: a finished run can be extended.
+RESUME_MAY_CHANGE = RESULT_NEUTRAL_KEYS | {"train.epochs"}
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted keys of a nested config; an empty mapping is a value of its own."""
+    if not isinstance(tree, Mapping) or not tree:
+        return {prefix: tree}
+    return {key: value for name, child in tree.items()
+            for key, value in _flat(child, f"{prefix}.{name}" if prefix else str(name)).items()}
+
+
+def config_changes(saved: str, cfg: DictConfig, may_change: frozenset[str] = RESUME_MAY_CHANGE) -> list[str]:
+    """``key: before -> now`` for each option, but ``may_change``, that differs between ``saved`` (a checkpoint's
+    config, as YAML) and ``cfg``."""
+    unset = "(unset)"
+    before = _flat(OmegaConf.to_container(OmegaConf.create(saved)))
+    now = _flat(OmegaConf.to_container(cfg, resolve=True))
+    return [f"{key}: {before.get(key, unset)!r} -> {now.get(key, unset)!r}" for key in sorted(before.keys() | now.keys())
+            if key not in may_change and before.get(key, unset) != now.get(key, unset)]
+
+
+def read_resume_checkpoint(path: PathLike, cfg: Optional[DictConfig] = None) -> dict[str, Any]:
+    """:func:`read_checkpoint` on CPU for resuming: a file that does not read is kept, and the error says so.
+
+    With ``cfg``, the run's options are compared with those the checkpoint was trained with: ``train.resume=auto``
+    refuses a change (two runs would mix without a word), an explicit ``train.resume=PATH`` warns and goes on.
+    """
     try:
-        return read_checkpoint(path, map_location="cpu")
+        state = read_checkpoint(path, map_location="cpu")
     except ValueError as error:
         raise ValueError(f"cannot resume from {path}: {error}. The file is kept; {resume_way_out(path)}") from error
+    changes = config_changes(state["config"], cfg) if cfg is not None and "config" in state else []
+    if changes and cfg.train.resume == "auto":
+        raise ValueError(
+            f"cannot resume from {path} (train.resume=auto): it was trained with other options, "
+            f"{'; '.join(changes)} (train.epochs and options that do not change the result may "
+            f"differ); {resume_way_out(path)}, or continue from it on purpose with train.resume={path}")
+    if changes:
+        _logger.warning("resuming from %s, trained with other options: %s", path, "; ".join(changes))
+    return state

@@ -251,7 +251,7 @@ class Trainer:
             atomic_copy(self.run_dir / LAST, self.run_dir / BEST)
 
     def load(self, path: Path) -> None:
-        state = read_resume_checkpoint(path)
+        state = read_resume_checkpoint(path, self.cfg)
         if list(state["classes"]) != list(self.classes):
             raise ValueError(
                 f"cannot resume from {path}: it was trained on the classes {list(state['classes'])}, and "
