@@ -147,7 +147,7 @@ def resume_way_out(path: PathLike) -> str:
 # configs/train.yaml and configs/train_dino.yaml, so that a sweep's job directories ignore them too).
 RESULT_NEUTRAL_KEYS = frozenset({"name", "output_dir", "train.resume", "train.device", "train.progress",
                                  "train.log_every", "train.num_threads", "data.root", "data.num_workers"})
-# Besides those, a resumed run may only have more epochs: a finished run can be extended.
+# Besides those, a resumed run may change train.epochs, so that a finished run can be extended.
 RESUME_MAY_CHANGE = RESULT_NEUTRAL_KEYS | {"train.epochs"}
 
 

@@ -252,7 +252,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     parser.add_argument("--work-dir", type=Path, default=None,
                         help="where everything is written (default runs/bible_demo/{full,quick})")
     parser.add_argument("--quick", action="store_true", help="tiny models and data: a few minutes")
-    parser.add_argument("--max-update", type=int, default=None, help="train both models for this many updates (the full demo gives ResMLP more: an equal training time)")
+    parser.add_argument("--max-update", type=int, default=None,
+                        help="train both models for this many updates (the full demo gives ResMLP more of them, "
+                             "for an equal training time)")
     args = parser.parse_args(argv)
     size = QUICK if args.quick else FULL
     if args.max_update is not None:
