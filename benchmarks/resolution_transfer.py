@@ -35,8 +35,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     if args.base_epochs is not None and args.base_run is not None:
         parser.error("--base-epochs sets the 28-px run this script trains; --base-run gives a finished one instead")
     work_dir = args.work_dir or REPO / "runs" / ("resolution_transfer_quick" if args.quick else "resolution_transfer")
-    epochs = () if args.base_epochs is None and not args.quick else (f"train.epochs={args.base_epochs or 1}",)
-    base = (*epochs, *QUICK_OVERRIDES) if args.quick else epochs
+    epochs = args.base_epochs or (1 if args.quick else None)
+    base = ((f"train.epochs={epochs}",) if epochs else ()) + (QUICK_OVERRIDES if args.quick else ())
     results = run_study(work_dir, args.base_run, args.sizes, base_overrides=base,
                         epoch_overrides=QUICK_OVERRIDES if args.quick else ())
     out = work_dir / "resolution_transfer" if args.quick else REPO / "docs" / "resolution_transfer"

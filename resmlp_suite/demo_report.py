@@ -24,9 +24,9 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f}"
 
 
-def _updates(model: dict[str, Any]) -> str:
+def _updates(model: dict[str, Any]) -> int:
     """The updates a translation model trained for: those of its last validation."""
-    return f"{model['valid_loss'][-1][0]:,}"
+    return model["valid_loss"][-1][0]
 
 
 def summary_table(results: dict[str, Any]) -> Table:
@@ -34,8 +34,8 @@ def summary_table(results: dict[str, Any]) -> Table:
     vision, mt, knn = results["vision"]["runs"], results["translation"]["models"], results["dino"]["knn"]
     resmlp, transformer = mt["resmlp"], mt["transformer"]
     budget = ("same size and updates" if _updates(resmlp) == _updates(transformer) else
-              f"same size; {_updates(transformer)} updates in {_minutes(transformer['train_wall_s'])} min, ResMLP "
-              f"{_updates(resmlp)} in {_minutes(resmlp['train_wall_s'])}")
+              f"same size; {_updates(transformer):,} updates in {_minutes(transformer['train_wall_s'])} min, ResMLP "
+              f"{_updates(resmlp):,} in {_minutes(resmlp['train_wall_s'])}")
     return Table(["task", "ResMLP", "baseline", "baseline model"], [
         ["Fashion-MNIST test top-1 (%)", vision["resmlp"]["final"]["val_top1"], vision["baseline"]["final"]["val_top1"],
          "ViT (attention), same recipe and epochs, lr 4e-3"],
@@ -96,10 +96,10 @@ def dino_section(results: dict[str, Any], work_dir: Path, report_dir: Path) -> l
 def translation_section(results: dict[str, Any], report_dir: Path) -> list:
     mt = results["translation"]
     plot = plot_demo_valid_loss(mt, report_dir / "translation_valid_loss.png")
-    rows = [[name, f"{m['params'] / 1e6:.2f} M", f"`{' '.join(m.get('options', []))}`", _updates(m), m["bleu"],
+    rows = [[name, f"{m['params'] / 1e6:.2f} M", f"`{' '.join(m.get('options', []))}`", f"{_updates(m):,}", m["bleu"],
              m.get("test_sentences"), _minutes(m["train_wall_s"]), f"`{m['signature']}`"] for name, m in mt["models"].items()]
     updates = {_updates(m) for m in mt["models"].values()}
-    budget = (f"{updates.pop()} updates" if len(updates) == 1 else
+    budget = (f"{updates.pop():,} updates" if len(updates) == 1 else
               "the updates in the table, ResMLP's set for about the transformer's training time since its updates "
               "cost less")
     size = mt["settings"]
