@@ -1,12 +1,18 @@
 """The translation study end to end at its quick size: two runs trained, scored on every test sentence,
-reported (table, JSON, plot), and kept by the report so that a re-run (on another machine) skips them."""
+reported (table, JSON, plot), and kept by the report so that a re-run (on another machine) skips them;
+a killed run resumed; the plan's stages."""
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 import shutil
 
 from resmlp_suite.translation import study
-from resmlp_suite.translation.study import PAPER_RESMLP, Run, plan
+from resmlp_suite.translation.demo import prepare_bible, train_args
+from resmlp_suite.translation.fairseq_tools import run_fairseq
+from resmlp_suite.translation.study import PAPER_RESMLP, QUICK_SIZES, Run, plan
+from resmlp_suite.translation.training_log import read_training_log
 
 
 def test_quick_study_runs_scores_reports_and_resumes_from_its_report(tmp_path):
@@ -25,6 +31,25 @@ def test_quick_study_runs_scores_reports_and_resumes_from_its_report(tmp_path):
     study.main(argv)
     assert not (work / "screen").exists()
     assert json.loads(out.with_suffix(".json").read_text())["runs"] == runs
+
+
+def test_killed_run_resumes_and_its_training_time_counts_every_process(tmp_path):
+    """A first process ends after its checkpoint at update 120 of 160, as a killed one would; the study's
+    run resumes from it. Its curve holds both processes' validations, and its time both processes'
+    training, not only the last one's (a confirm run takes an hour, and may go on in another sitting)."""
+    size = dataclasses.replace(QUICK_SIZES["screen"], max_update=160, validate_every=40)
+    _, data_bin, references = prepare_bible(tmp_path, size)
+    run = Run("resmlp", "screen", "paper", PAPER_RESMLP, 1)
+    log_file = tmp_path / run.key / "train.log"
+    killed = dataclasses.replace(size, max_update=120)
+    run_fairseq("train", train_args(run.model, killed, data_bin, log_file.parent / "checkpoints", options=run.options),
+                log_file=log_file)
+    first_s = read_training_log(log_file).wall_s
+    record = study.execute(run, {"screen": size}, data_bin, references, tmp_path)
+    second_s = float(re.findall(r"done training in ([\d.]+) seconds", log_file.read_text())[-1])
+    assert [update for update, _ in record["valid_loss"]] == [40, 80, 120, 160]
+    assert record["bleu"][0][0] == 160 and record["cpu"]
+    assert first_s + second_s - 2 <= record["train_wall_s"] <= first_s + second_s + 3  # whole-second time stamps
 
 
 def _score(results: dict, bleus: dict[str, float]) -> dict:
@@ -56,9 +81,21 @@ def test_plan_climbs_the_rate_ladder_reseeds_close_options_then_combines_the_cho
     results = _score(results, {"screen/resmlp-learning_rate=4e-3_normalisation=layernorm-s1": 16.0,
                                "screen/resmlp-learning_rate=4e-3_token_mixer=toeplitz-s1": 15.0})
     assert _pending(results, "resmlp") == ["screen/resmlp-combined-s1"]
-    study = plan(results)
+    assert "resmlp" not in plan(results).chosen  # nothing is confirmed before the combination is scored
+    layernorm, toeplitz = ("screen/resmlp-learning_rate=4e-3_normalisation=layernorm-s1",
+                           "screen/resmlp-learning_rate=4e-3_token_mixer=toeplitz-s1")
+    # the combination clearly best: both changes are kept and confirmed
+    study = plan(_score(results, {"screen/resmlp-combined-s1": 17.5}))
     assert study.chosen["resmlp"] == {"learning rate": "4e-3", "LayerScale init": "0.2", "normalisation": "layernorm",
                                       "token mixer": "toeplitz", "token-mixing init": "trunc_normal", "dropout": "0.1"}
     combined = study.tuned["resmlp"]
     assert combined.options == PAPER_RESMLP + ("--lr", "4e-3", "--normalization", "layernorm", "--token-mixer", "toeplitz")
     assert combined.run(1, "confirm") in study.runs and Run("resmlp", "confirm", "paper", PAPER_RESMLP, 1) in study.runs
+    # within a BLEU of LayerNorm alone: second seeds of both, then LayerNorm alone wins on the mean
+    results = _score(results, {"screen/resmlp-combined-s1": 15.5})
+    assert _pending(results, "resmlp") == [layernorm.replace("-s1", "-s2"), "screen/resmlp-combined-s2"]
+    study = plan(_score(results, {layernorm.replace("-s1", "-s2"): 16.0, "screen/resmlp-combined-s2": 15.0}))
+    assert study.chosen["resmlp"]["normalisation"] == "layernorm" and study.chosen["resmlp"]["token mixer"] == "dense"
+    assert study.tuned["resmlp"].label == "learning rate=4e-3, normalisation=layernorm"
+    assert study.tuned["resmlp"].run(1, "confirm") in study.runs
+    assert toeplitz in results  # its screen stays in the report

@@ -8,7 +8,8 @@ label smoothing 0.1 and number of updates; sacreBLEU and chrF2 on all 1,007 vers
    as a ladder from the recipe's 1e-3; then, at the chosen rate, one choice changed at a time
    (:data:`RESMLP_FACTORS`; the transformer's are :data:`TRANSFORMER_FACTORS`). Seed 1 for every
    option, seed 2 for the options within :data:`MARGIN` BLEU of the best before one is chosen;
-2. **combine**: each factor's choice put together, same size and seeds;
+2. **combine**: each factor's choice put together, same size and seeds, against each change alone: the
+   combination is kept only if it is the best of them;
 3. **confirm** (d 256, 3+3 layers, FFN 1024, 3,000 updates, BLEU at 1,500 and 3,000): both models as
    given and with their choices.
 
@@ -46,7 +47,7 @@ from ..cli import user_errors
 from ..device_info import device_name
 from ..files import atomic_write_text
 from ..plotting import plot_valid_loss
-from .demo import QUICK, DemoSize, Stopwatch, prepare_bible, train_args
+from .demo import QUICK, DemoSize, prepare_bible, train_args
 from .fairseq_tools import USER_DIR, run_fairseq
 from .generation import GenerationSettings, translate
 from .training_log import read_training_log
@@ -191,8 +192,8 @@ def plan(results: dict[str, dict]) -> Plan:
     """The study as a function of what has finished. Per model: the learning rate first (seed 1 of every
     rate the ladder reaches, a second seed where two are within MARGIN BLEU); then every other factor, one
     at a time, at the best rate so far (while the rate's second seeds are pending too: if they change the
-    best, the factors are screened again at the new one); once every choice is settled, their combination;
-    then the confirm size."""
+    best, the factors are screened again at the new one); once every choice is settled, their combination,
+    kept only if it beats each change alone (second seeds where within MARGIN); then the confirm size."""
     runs: list[Run] = []
     chosen, tuned = {}, {}
     for model, paper, factors in (("transformer", (), TRANSFORMER_FACTORS), ("resmlp", PAPER_RESMLP, RESMLP_FACTORS)):
@@ -212,12 +213,18 @@ def plan(results: dict[str, dict]) -> Plan:
             continue
         picks = {factor: decision.best for factor, decision in decisions.items()}
         changed = {f: o for f, o in picks.items() if f != LEARNING_RATE and o != next(iter(factors[f]))}
-        if len(changed) == 1:  # the combination is a screened setting
-            (factor, option), = changed.items()
-            best = factor_settings(best, factor, factors[factor])[option]
+        candidates = {f: factor_settings(best, f, factors[f])[o] for f, o in changed.items()}
+        if len(changed) > 1:  # the combination against each change alone: it must earn its place
+            candidates["combined"] = Setting(model, "combined", options_of(best.options, factors, changed))
+            decision = screen(candidates, results, runs)
+            if decision is None or not decision.settled:
+                tuned[model] = best
+                continue
+            if decision.best != "combined":  # one change alone wins: the others go back to the paper's options
+                picks.update({f: next(iter(factors[f])) for f in changed if f != decision.best})
+            best = candidates[decision.best]
         elif changed:
-            best = Setting(model, "combined", options_of(best.options, factors, changed))
-            screen({"combined": best}, results, runs)
+            best = next(iter(candidates.values()))
         chosen[model], tuned[model] = picks, best
         runs.append(best.run(1, "confirm"))
     return Plan(list({run.key: run for run in runs}.values()), chosen, tuned)
@@ -243,8 +250,7 @@ def execute(run: Run, sizes: dict[str, DemoSize], data_bin: Path, references: Se
     size = sizes[run.size]
     args = train_args(run.model, size, data_bin, run_dir / "checkpoints", seed=run.seed, options=run.options,
                       keep_checkpoints=size.max_update // size.validate_every)
-    with Stopwatch() as clock:
-        run_fairseq("train", args, log_file=run_dir / "train.log")
+    run_fairseq("train", args, log_file=run_dir / "train.log")
     log = read_training_log(run_dir / "train.log")
     bleu, chrf = [], []
     for update in run.bleu_updates(sizes):
@@ -253,7 +259,8 @@ def execute(run: Run, sizes: dict[str, DemoSize], data_bin: Path, references: Se
         bleu.append([update, round(sacrebleu.corpus_bleu(hypotheses, [references]).score, 2)])
         chrf.append([update, round(sacrebleu.corpus_chrf(hypotheses, [references]).score, 2)])
     record = {**dataclasses.asdict(run), "key": run.key, "params": log.params, "valid_loss": log.valid_loss,
-              "bleu": bleu, "chrf": chrf, "train_wall_s": clock.wall_s, "test_sentences": len(references)}
+              "bleu": bleu, "chrf": chrf, "train_wall_s": log.wall_s, "test_sentences": len(references),
+              "cpu": device_name()}
     atomic_write_text(record_path, json.dumps(record, indent=1))
     for checkpoint in (run_dir / "checkpoints").glob("checkpoint*.pt"):
         checkpoint.unlink()  # 30-odd runs: keep the scores and logs, not the weights
@@ -362,7 +369,9 @@ def write_report(results: dict[str, dict], sizes: dict[str, DemoSize], out: Path
                       "vs transformer |", "| --- | --- | --- | --- | --- | --- | --- |"]
         else:
             half, last = s.max_update // 2, s.max_update
-            lines += [f"| model | options | BLEU @{half} | BLEU @{last} | chrF2 @{last} | valid | params | train min |",
+            lines += ["train min: fairseq's clock, validation included, summed over a resumed run's processes; "
+                      "compare it only between runs on one CPU (each run's is in the .json).", "",
+                      f"| model | options | BLEU @{half} | BLEU @{last} | chrF2 @{last} | valid | params | train min |",
                       "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for (run_size, model, label), runs in groups.items():
             if run_size != size:
