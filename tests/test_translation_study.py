@@ -80,21 +80,22 @@ def test_plan_climbs_the_rate_ladder_reseeds_close_options_then_combines_the_cho
     results = _score(results, {key: 10.0 for key in factors})
     results = _score(results, {"screen/resmlp-learning_rate=4e-3_normalisation=layernorm-s1": 16.0,
                                "screen/resmlp-learning_rate=4e-3_token_mixer=toeplitz-s1": 15.0})
-    assert _pending(results, "resmlp") == ["screen/resmlp-combined-s1"]
+    combined_s1 = "screen/resmlp-learning_rate=4e-3_normalisation=layernorm_token_mixer=toeplitz-s1"
+    assert _pending(results, "resmlp") == [combined_s1]
     assert "resmlp" not in plan(results).chosen  # nothing is confirmed before the combination is scored
     layernorm, toeplitz = ("screen/resmlp-learning_rate=4e-3_normalisation=layernorm-s1",
                            "screen/resmlp-learning_rate=4e-3_token_mixer=toeplitz-s1")
     # the combination clearly best: both changes are kept and confirmed
-    study = plan(_score(results, {"screen/resmlp-combined-s1": 17.5}))
+    study = plan(_score(results, {combined_s1: 17.5}))
     assert study.chosen["resmlp"] == {"learning rate": "4e-3", "LayerScale init": "0.2", "normalisation": "layernorm",
                                       "token mixer": "toeplitz", "token-mixing init": "trunc_normal", "dropout": "0.1"}
     combined = study.tuned["resmlp"]
     assert combined.options == PAPER_RESMLP + ("--lr", "4e-3", "--normalization", "layernorm", "--token-mixer", "toeplitz")
     assert combined.run(1, "confirm") in study.runs and Run("resmlp", "confirm", "paper", PAPER_RESMLP, 1) in study.runs
     # within a BLEU of LayerNorm alone: second seeds of both, then LayerNorm alone wins on the mean
-    results = _score(results, {"screen/resmlp-combined-s1": 15.5})
-    assert _pending(results, "resmlp") == [layernorm.replace("-s1", "-s2"), "screen/resmlp-combined-s2"]
-    study = plan(_score(results, {layernorm.replace("-s1", "-s2"): 16.0, "screen/resmlp-combined-s2": 15.0}))
+    results = _score(results, {combined_s1: 15.5})
+    assert _pending(results, "resmlp") == [layernorm.replace("-s1", "-s2"), combined_s1.replace("-s1", "-s2")]
+    study = plan(_score(results, {layernorm.replace("-s1", "-s2"): 16.0, combined_s1.replace("-s1", "-s2"): 15.0}))
     assert study.chosen["resmlp"]["normalisation"] == "layernorm" and study.chosen["resmlp"]["token mixer"] == "dense"
     assert study.tuned["resmlp"].label == "learning rate=4e-3, normalisation=layernorm"
     assert study.tuned["resmlp"].run(1, "confirm") in study.runs

@@ -215,7 +215,8 @@ def plan(results: dict[str, dict]) -> Plan:
         changed = {f: o for f, o in picks.items() if f != LEARNING_RATE and o != next(iter(factors[f]))}
         candidates = {f: factor_settings(best, f, factors[f])[o] for f, o in changed.items()}
         if len(changed) > 1:  # the combination against each change alone: it must earn its place
-            candidates["combined"] = Setting(model, "combined", options_of(best.options, factors, changed))
+            label = ", ".join([best.label, *(f"{factor}={option}" for factor, option in changed.items())])
+            candidates["combined"] = Setting(model, label, options_of(best.options, factors, changed))
             decision = screen(candidates, results, runs)
             if decision is None or not decision.settled:
                 tuned[model] = best
