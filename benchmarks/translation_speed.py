@@ -3,6 +3,7 @@
     python benchmarks/translation_speed.py                  # the translation demo's models, CPU (CUDA if present)
     python benchmarks/translation_speed.py --quick          # the quick demo's models, fewer rounds
     python benchmarks/translation_speed.py --dim 512 --ffn-dim 2048 --layers 6 --batch 128 --json speed.json
+    python benchmarks/translation_speed.py --dim 256 --ffn-dim 1024 --layers 3 --resmlp-options="--token-mixer multihead"
 
 fairseq builds both models from the demo's flags (``resmlp_suite.translation.demo.model_args``: same
 width, FFN, depth, vocabulary and shared embeddings, the ResMLP's defaults for everything else).
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shlex
 import statistics
 import time
 from pathlib import Path
@@ -56,6 +58,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="interleaved timing rounds; the median counts (default 5, 3 with --quick)")
     parser.add_argument("--train-steps", type=int, default=2, help="training steps timed per model and round")
     parser.add_argument("--quick", action="store_true", help="the quick demo's models, 3 rounds")
+    parser.add_argument("--resmlp-options", default="", metavar="FLAGS",
+                        help="plugin flags for the ResMLP after the demo's (they win), e.g. "
+                             "--resmlp-options='--token-mixer multihead'")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
@@ -66,11 +71,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def model_size(args: argparse.Namespace) -> DemoSize:
-    """The demo's (or quick demo's) model size, with the sizes given on the command line."""
+    """The demo's (or quick demo's) model size and options, with those given on the command line."""
     overrides = {field: getattr(args, arg) for field, arg in (("dim", "dim"), ("ffn_dim", "ffn_dim"), ("layers", "layers"),
                                                               ("heads", "heads"), ("vocab_size", "vocab"))
                  if getattr(args, arg) is not None}
-    return dataclasses.replace(QUICK if args.quick else FULL, **overrides)
+    size = QUICK if args.quick else FULL
+    resmlp = (*size.model_options.get("resmlp", ()), *shlex.split(args.resmlp_options))
+    return dataclasses.replace(size, model_options={**size.model_options, "resmlp": resmlp}, **overrides)
 
 
 def build(name: str, size: DemoSize, dictionary: Dictionary, device: torch.device):
@@ -168,13 +175,14 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         "device_name": device_name(device),
         "threads": torch.get_num_threads(),
         "settings": {"dim": size.dim, "ffn_dim": size.ffn_dim, "layers": size.layers, "heads": size.heads,
-                     "vocab": size.vocab_size, **{k: getattr(args, k) for k in ("batch", "gen_len", "rounds", "train_steps")}},
+                     "vocab": size.vocab_size, "model_options": size.model_options, **{k: getattr(args, k) for k in ("batch", "gen_len", "rounds", "train_steps")}},
         "models": models, "ratios": ratios, "targets": TARGETS,
     }
 
     print(f"{results['device_name']} ({results['threads']} threads), d {size.dim}, FFN {size.ffn_dim}, "
           f"{size.layers}+{size.layers} layers, vocab {size.vocab_size}, batch {args.batch}, "
           f"beam 4 x {args.gen_len} tokens, {args.rounds} rounds")
+    print("model options: " + "; ".join(f"{name} {' '.join(flags)}" for name, flags in size.model_options.items()))
     print(f"{'model':<12}{'params':>12}{'train MFLOP/word':>18}{'train words/s':>16}{'gen sentences/s':>18}")
     for name, m in models.items():
         print(f"{name:<12}{m['params']:>12,}{m['train_flops_per_word'] / 1e6:>18.1f}{m['train_words_per_s']:>16.0f}"
