@@ -78,6 +78,7 @@ def test_plan_climbs_the_rate_ladder_reseeds_close_options_then_combines_the_cho
     assert "screen/resmlp-learning_rate=4e-3_LayerScale_init=1.0-s1" in factors and len(factors) == 8
     # each factor clearly decided on seed 1: LayerNorm and toeplitz win, the rest keep the paper's option
     results = _score(results, {key: 10.0 for key in factors})
+    factors_scored = results
     results = _score(results, {"screen/resmlp-learning_rate=4e-3_normalisation=layernorm-s1": 16.0,
                                "screen/resmlp-learning_rate=4e-3_token_mixer=toeplitz-s1": 15.0})
     combined_s1 = "screen/resmlp-learning_rate=4e-3_normalisation=layernorm_token_mixer=toeplitz-s1"
@@ -92,6 +93,7 @@ def test_plan_climbs_the_rate_ladder_reseeds_close_options_then_combines_the_cho
     combined = study.tuned["resmlp"]
     assert combined.options == PAPER_RESMLP + ("--lr", "4e-3", "--normalization", "layernorm", "--token-mixer", "toeplitz")
     assert combined.run(1, "confirm") in study.runs and Run("resmlp", "confirm", "paper", PAPER_RESMLP, 1) in study.runs
+    assert study.defaults["resmlp"] == combined  # a Toeplitz A is still one linear map over the tokens
     # within a BLEU of LayerNorm alone: second seeds of both, then LayerNorm alone wins on the mean
     results = _score(results, {combined_s1: 15.5})
     assert _pending(results, "resmlp") == [layernorm.replace("-s1", "-s2"), combined_s1.replace("-s1", "-s2")]
@@ -100,3 +102,15 @@ def test_plan_climbs_the_rate_ladder_reseeds_close_options_then_combines_the_cho
     assert study.tuned["resmlp"].label == "learning rate=4e-3, normalisation=layernorm"
     assert study.tuned["resmlp"].run(1, "confirm") in study.runs
     assert toeplitz in results  # its screen stays in the report
+    # 4-head mixing (more than the paper's one map over the tokens) wins with LayerNorm: the combination is
+    # confirmed, and so is LayerNorm alone, which the architecture's defaults would take
+    results = _score(factors_scored, {
+        "screen/resmlp-learning_rate=4e-3_normalisation=layernorm-s1": 16.0,
+        "screen/resmlp-learning_rate=4e-3_token_mixer=multihead_4_-s1": 15.0,
+        "screen/resmlp-learning_rate=4e-3_normalisation=layernorm_token_mixer=multihead_4_-s1": 17.5})
+    study = plan(results)
+    assert study.chosen["resmlp"]["token mixer"] == "multihead (4)"
+    assert study.defaults["resmlp"].label == "learning rate=4e-3, normalisation=layernorm"
+    confirm = [run.key for run in study.runs if run.model == "resmlp" and run.size == "confirm"]
+    assert confirm == ["confirm/resmlp-paper-s1", "confirm/resmlp-learning_rate=4e-3_normalisation=layernorm-s1",
+                       "confirm/resmlp-learning_rate=4e-3_normalisation=layernorm_token_mixer=multihead_4_-s1"]

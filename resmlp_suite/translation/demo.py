@@ -159,9 +159,9 @@ def train_model(name: str, size: DemoSize, data_bin: Path, work_dir: Path) -> di
     with Stopwatch() as clock:
         run_fairseq("train", args, log_file=model_dir / "train.log")
     log = read_training_log(model_dir / "train.log")
-    # fairseq's clock covers every process of a resumed training; the CPU time is this process's only
-    record = {"arch_args": model_args(name, size), "options": list(size.model_options.get(name, ())), "params": log.params,
-              "train_wall_s": log.wall_s, "train_cpu_s": clock.cpu_s, "valid_loss": log.valid_loss}
+    # the log's time covers every process of a resumed training; the CPU time is this process's only
+    record = {"arch_args": model_args(name, size), "options": list(size.model_options.get(name, ())),
+              "params": log.params, "train_wall_s": log.wall_s, "train_cpu_s": clock.cpu_s, "valid_loss": log.valid_loss}
     atomic_write_text(record_path, json.dumps(record, indent=1))
     return record
 

@@ -83,6 +83,9 @@ RESMLP_FACTORS: dict[str, dict[str, tuple[str, ...]]] = {
                           "identity": ("--token-mixer-init", "identity")},
     "dropout": {"0.1": (), "0.3": ("--dropout", "0.3")},
 }
+# Options beyond what the paper fixes for its model (one linear map over the tokens per sublayer): confirmed
+# when they win, kept as research options, never the architecture's defaults.
+RESEARCH_ONLY = {("token mixer", "multihead (4)")}
 LEARNING_RATE = "learning rate"
 TRANSFORMER_FACTORS = {factor: RESMLP_FACTORS[factor] for factor in (LEARNING_RATE, "dropout")}
 ORDERED = (LEARNING_RATE, "LayerScale init")  # searched as ladders (see screen)
@@ -186,6 +189,8 @@ class Plan:
     runs: list[Run]  # every run the study needs given the results so far, finished ones included
     chosen: dict[str, dict[str, str]]  # model -> factor -> option, for the models whose screen is settled
     tuned: dict[str, Setting]  # model -> its best screened setting (the combination once settled)
+    # model -> the tuned setting without its RESEARCH_ONLY options: what the architecture's defaults become
+    defaults: dict[str, Setting]
 
 
 def plan(results: dict[str, dict]) -> Plan:
@@ -195,7 +200,7 @@ def plan(results: dict[str, dict]) -> Plan:
     best, the factors are screened again at the new one); once every choice is settled, their combination,
     kept only if it beats each change alone (second seeds where within MARGIN); then the confirm size."""
     runs: list[Run] = []
-    chosen, tuned = {}, {}
+    chosen, tuned, defaults = {}, {}, {}
     for model, paper, factors in (("transformer", (), TRANSFORMER_FACTORS), ("resmlp", PAPER_RESMLP, RESMLP_FACTORS)):
         rate_settings = factor_settings(Setting(model, "paper", paper), LEARNING_RATE, factors[LEARNING_RATE])
         runs.append(Run(model, "confirm", "paper", paper, 1))
@@ -212,27 +217,41 @@ def plan(results: dict[str, dict]) -> Plan:
             tuned[model] = best
             continue
         picks = {factor: decision.best for factor, decision in decisions.items()}
-        changed = {f: o for f, o in picks.items() if f != LEARNING_RATE and o != next(iter(factors[f]))}
-        candidates = {f: factor_settings(best, f, factors[f])[o] for f, o in changed.items()}
+        changed = changes_of(picks, factors)
         if len(changed) > 1:  # the combination against each change alone: it must earn its place
-            label = ", ".join([best.label, *(f"{factor}={option}" for factor, option in changed.items())])
-            candidates["combined"] = Setting(model, label, options_of(best.options, factors, changed))
+            candidates = {f: with_changes(best, {f: o}, factors) for f, o in changed.items()}
+            candidates["combined"] = with_changes(best, changed, factors)
             decision = screen(candidates, results, runs)
             if decision is None or not decision.settled:
                 tuned[model] = best
                 continue
             if decision.best != "combined":  # one change alone wins: the others go back to the paper's options
                 picks.update({f: next(iter(factors[f])) for f in changed if f != decision.best})
-            best = candidates[decision.best]
-        elif changed:
-            best = next(iter(candidates.values()))
-        chosen[model], tuned[model] = picks, best
-        runs.append(best.run(1, "confirm"))
-    return Plan(list({run.key: run for run in runs}.values()), chosen, tuned)
+        chosen[model] = picks
+        tuned[model] = with_changes(best, changes_of(picks, factors), factors)
+        allowed = {f: o for f, o in changes_of(picks, factors).items() if (f, o) not in RESEARCH_ONLY}
+        defaults[model] = with_changes(best, allowed, factors)
+        if len(allowed) > 1:  # a combination of its own when a research option was part of the tuned one
+            screen({"defaults": defaults[model]}, results, runs)
+        runs += [defaults[model].run(1, "confirm"), tuned[model].run(1, "confirm")]
+    return Plan(list({run.key: run for run in runs}.values()), chosen, tuned, defaults)
 
 
-def options_of(base: tuple[str, ...], factors: dict, chosen: dict[str, str]) -> tuple[str, ...]:
-    return base + tuple(flag for factor, option in chosen.items() for flag in factors[factor][option])
+def changes_of(picks: dict[str, str], factors: dict) -> dict[str, str]:
+    """The picks that differ from the paper's option, the learning rate aside (every setting has its own)."""
+    return {f: o for f, o in picks.items() if f != LEARNING_RATE and o != next(iter(factors[f]))}
+
+
+def with_changes(base: Setting, changes: dict[str, str], factors: dict) -> Setting:
+    """``base`` with ``changes`` (factor -> option), labelled as the screen labels its settings."""
+    if len(changes) == 1:
+        (factor, option), = changes.items()
+        return factor_settings(base, factor, factors[factor])[option]
+    if not changes:
+        return base
+    labels = ([] if base.label == "paper" else [base.label]) + [f"{f}={o}" for f, o in changes.items()]
+    options = base.options + tuple(flag for factor, option in changes.items() for flag in factors[factor][option])
+    return Setting(base.model, ", ".join(labels), options)
 
 
 def checkpoint_at(save_dir: Path, update: int) -> Path:
@@ -370,7 +389,8 @@ def write_report(results: dict[str, dict], sizes: dict[str, DemoSize], out: Path
                       "vs transformer |", "| --- | --- | --- | --- | --- | --- | --- |"]
         else:
             half, last = s.max_update // 2, s.max_update
-            lines += ["train min: fairseq's clock, validation included, summed over a resumed run's processes; "
+            lines += ["train min: from the training log's time stamps, validation included, summed over a resumed "
+                      "run's processes; "
                       "compare it only between runs on one CPU (each run's is in the .json).", "",
                       f"| model | options | BLEU @{half} | BLEU @{last} | chrF2 @{last} | valid | params | train min |",
                       "| --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -400,6 +420,10 @@ def write_report(results: dict[str, dict], sizes: dict[str, DemoSize], out: Path
         picks = study.chosen.get(model)
         lines.append(f"- {model}: " + (", ".join(f"{factor} {option}" for factor, option in picks.items()) + "."
                                          if picks else f"screen not finished; best so far `{setting.label}`."))
+        if model in study.defaults and study.defaults[model] != setting:
+            beyond = ", ".join(f"{factor} {option}" for factor, option in RESEARCH_ONLY)
+            lines.append(f"  Without the options beyond the paper's model ({beyond}), "
+                         f"the architecture's defaults: `{study.defaults[model].label}`.")
     lines.append("")
     curves = {f"{r['model']} {r['label']}": r for r in results.values() if r["size"] == "confirm"}
     plotted = "confirm"

@@ -62,5 +62,6 @@ def read_training_log(path: Path) -> TrainingLog:
 
 def _time(line: str) -> datetime:
     if (match := _TIME.search(line)) is None:
-        raise ValueError(f"a fairseq-train log line without its time stamp (expected 'YYYY-MM-DD HH:MM:SS | ...'): {line!r}")
+        raise ValueError(f"a fairseq-train log line without its time stamp "
+                         f"(expected 'YYYY-MM-DD HH:MM:SS | ...'): {line!r}")
     return datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S")
