@@ -49,7 +49,8 @@ def test_killed_run_resumes_and_its_training_time_counts_every_process(tmp_path)
     second_s = float(re.findall(r"done training in ([\d.]+) seconds", log_file.read_text())[-1])
     assert [update for update, _ in record["valid_loss"]] == [40, 80, 120, 160]
     assert record["bleu"][0][0] == 160 and record["cpu"]
-    assert first_s + second_s - 2 <= record["train_wall_s"] <= first_s + second_s + 3  # whole-second time stamps
+    # whole-second time stamps; the second process logs its start a moment before its clock starts
+    assert first_s + second_s - 2 <= record["train_wall_s"] <= first_s + second_s + 5
 
 
 def _score(results: dict, bleus: dict[str, float]) -> dict:
