@@ -271,6 +271,9 @@ def execute(run: Run, sizes: dict[str, DemoSize], data_bin: Path, references: Se
     size = sizes[run.size]
     args = train_args(run.model, size, data_bin, run_dir / "checkpoints", seed=run.seed, options=run.options,
                       keep_checkpoints=size.max_update // size.validate_every)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "cpus.txt", "a", encoding="utf-8") as cpus:  # a resumed run may span machines
+        cpus.write(device_name() + "\n")
     run_fairseq("train", args, log_file=run_dir / "train.log")
     log = read_training_log(run_dir / "train.log")
     bleu, chrf = [], []
@@ -281,7 +284,7 @@ def execute(run: Run, sizes: dict[str, DemoSize], data_bin: Path, references: Se
         chrf.append([update, round(sacrebleu.corpus_chrf(hypotheses, [references]).score, 2)])
     record = {**dataclasses.asdict(run), "key": run.key, "params": log.params, "valid_loss": log.valid_loss,
               "bleu": bleu, "chrf": chrf, "train_wall_s": log.wall_s, "test_sentences": len(references),
-              "cpu": device_name()}
+              "cpu": " + ".join(sorted(set((run_dir / "cpus.txt").read_text(encoding="utf-8").splitlines())))}
     atomic_write_text(record_path, json.dumps(record, indent=1))
     for checkpoint in (run_dir / "checkpoints").glob("checkpoint*.pt"):
         checkpoint.unlink()  # 30-odd runs: keep the scores and logs, not the weights
@@ -391,7 +394,7 @@ def write_report(results: dict[str, dict], sizes: dict[str, DemoSize], out: Path
         else:
             half, last = s.max_update // 2, s.max_update
             lines += ["train min: from the training log's time stamps, validation included, summed over the "
-                      "processes of a resumed run; compare it only between runs on one CPU (each run's CPU is in "
+                      "processes of a resumed run; compare it only between runs on one CPU (each run's CPUs are in "
                       "the .json).", "",
                       f"| model | options | BLEU @{half} | BLEU @{last} | chrF2 @{last} | valid | params | train min |",
                       "| --- | --- | --- | --- | --- | --- | --- | --- |"]
