@@ -175,7 +175,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         "device_name": device_name(device),
         "threads": torch.get_num_threads(),
         "settings": {"dim": size.dim, "ffn_dim": size.ffn_dim, "layers": size.layers, "heads": size.heads,
-                     "vocab": size.vocab_size, "model_options": size.model_options, **{k: getattr(args, k) for k in ("batch", "gen_len", "rounds", "train_steps")}},
+                     "vocab": size.vocab_size, "model_options": size.model_options,
+                     **{k: getattr(args, k) for k in ("batch", "gen_len", "rounds", "train_steps")}},
         "models": models, "ratios": ratios, "targets": TARGETS,
     }
 
