@@ -123,11 +123,20 @@ class Setting:
         return Run(self.model, size, self.label, self.options, seed)
 
 
+def merged(options: tuple[str, ...]) -> tuple[str, ...]:
+    """``--flag value`` pairs with each flag once, where it first came, with its last value: a change replaces
+    the paper's flag instead of following it, so the commands in the report say each option once."""
+    if len(options) % 2 or not all(flag.startswith("--") for flag in options[::2]):
+        raise ValueError(f"expected --flag value pairs, got {options}")
+    return tuple(item for pair in dict(zip(options[::2], options[1::2])).items() for item in pair)
+
+
 def factor_settings(base: Setting, factor: str, choices: dict[str, tuple[str, ...]]) -> dict[str, Setting]:
     """``base`` with each option of ``factor``; its first option is ``base`` itself."""
     prefix = "" if base.label == "paper" else f"{base.label}, "
     first = next(iter(choices))
-    return {option: base if option == first else Setting(base.model, f"{prefix}{factor}={option}", base.options + flags)
+    return {option: base if option == first else
+            Setting(base.model, f"{prefix}{factor}={option}", merged(base.options + flags))
             for option, flags in choices.items()}
 
 
@@ -252,7 +261,7 @@ def with_changes(base: Setting, changes: dict[str, str], factors: dict) -> Setti
         return base
     labels = ([] if base.label == "paper" else [base.label]) + [f"{f}={o}" for f, o in changes.items()]
     options = base.options + tuple(flag for factor, option in changes.items() for flag in factors[factor][option])
-    return Setting(base.model, ", ".join(labels), options)
+    return Setting(base.model, ", ".join(labels), merged(options))
 
 
 def checkpoint_at(save_dir: Path, update: int) -> Path:
