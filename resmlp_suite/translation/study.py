@@ -10,9 +10,10 @@ label smoothing 0.1 and number of updates; sacreBLEU and chrF2 on all 1,007 vers
    option, seed 2 for the options within :data:`MARGIN` BLEU of the best before one is chosen;
 2. **combine**: each factor's choice put together, same size and seeds, against each change alone: the
    combination is kept only if it is the best of them;
-3. **confirm** (d 256, 3+3 layers, FFN 1024, 3,000 updates, BLEU at 1,500 and 3,000): both models as
-   given and with their choices; ResMLP also without the choices that go beyond the paper's model
-   (:data:`RESEARCH_ONLY`): what the architecture's defaults become.
+3. **confirm** (d 256, 3+3 layers, FFN 1024, 3,000 updates, BLEU at 1,500 and 3,000, seed 1): both models
+   as given; each model's learning rate searched again, as a ladder down from the screen's, with its
+   choices less those that go beyond the paper's model (:data:`RESEARCH_ONLY`: what the architecture's
+   defaults become); then all its choices at the rate found.
 
 What runs next follows from what has finished (:func:`plan`), so the study can stop and go on anywhere.
 
@@ -150,34 +151,35 @@ class Decision:
         return not self.reseed
 
 
-def decide(bleus: dict[str, list[float]]) -> Decision:
-    """The best option by mean BLEU, settled when every option within MARGIN of it has all seeds."""
+def decide(bleus: dict[str, list[float]], seeds: Sequence[int] = SEEDS) -> Decision:
+    """The best option by mean BLEU, settled when every option within MARGIN of it has all ``seeds``."""
     means = {option: mean(scores) for option, scores in bleus.items()}
     best = max(means, key=means.get)
     close = [option for option in means if means[best] - means[option] < MARGIN]
-    return Decision(best, tuple(o for o in close if len(bleus[o]) < len(SEEDS)) if len(close) > 1 else ())
+    return Decision(best, tuple(o for o in close if len(bleus[o]) < len(seeds)) if len(close) > 1 else ())
 
 
-def bleu_per_seed(setting: Setting, results: dict[str, dict]) -> list[float]:
+def bleu_per_seed(setting: Setting, results: dict[str, dict], size: str = "screen",
+                  seeds: Sequence[int] = SEEDS) -> list[float]:
     """The final BLEU of the setting's seeds, in seed order, up to the first one not finished."""
     scores = []
-    for seed in SEEDS:
-        key = setting.run(seed).key
+    for seed in seeds:
+        key = setting.run(seed, size).key
         if key not in results:
             break
         scores.append(results[key]["bleu"][-1][1])
     return scores
 
 
-def screen(settings: dict[str, Setting], results: dict[str, dict], todo: list[Run],
-           ordered: bool = False) -> Optional[Decision]:
-    """Adds to ``todo`` what choosing among ``settings`` still needs; returns the decision so far, or None
-    while an option that takes part has no first seed.
+def screen(settings: dict[str, Setting], results: dict[str, dict], todo: list[Run], ordered: bool = False,
+           size: str = "screen", seeds: Sequence[int] = SEEDS) -> Optional[Decision]:
+    """Adds to ``todo`` what choosing among ``settings`` at ``size`` still needs; returns the decision so far,
+    or None while an option that takes part has no first seed.
 
     ``ordered``: numeric options, searched as a ladder from the first one (assumes one peak): only the
     neighbours of the best so far are run, so a learning rate needs three to four runs, not the whole grid.
     """
-    bleus = {option: bleu_per_seed(setting, results) for option, setting in settings.items()}
+    bleus = {option: bleu_per_seed(setting, results, size, seeds) for option, setting in settings.items()}
     if ordered:
         ladder = sorted(settings, key=float)
         tried = [option for option in ladder if bleus[option]]
@@ -187,10 +189,10 @@ def screen(settings: dict[str, Setting], results: dict[str, dict], todo: list[Ru
     else:
         needed = [option for option in settings if not bleus[option]]
     if needed:
-        todo += [settings[option].run(SEEDS[0]) for option in needed]
+        todo += [settings[option].run(seeds[0], size) for option in needed]
         return None
-    decision = decide({option: scores for option, scores in bleus.items() if scores})
-    todo += [settings[option].run(SEEDS[len(bleus[option])]) for option in decision.reseed]
+    decision = decide({option: scores for option, scores in bleus.items() if scores}, seeds)
+    todo += [settings[option].run(seeds[len(bleus[option])], size) for option in decision.reseed]
     return decision
 
 
@@ -201,6 +203,7 @@ class Plan:
     tuned: dict[str, Setting]  # model -> its best screened setting (the combination once settled)
     # model -> the tuned setting without its RESEARCH_ONLY options: what the architecture's defaults become
     defaults: dict[str, Setting]
+    confirm_rate: dict[str, str]  # model -> the learning rate chosen again at the confirm size
 
 
 def plan(results: dict[str, dict]) -> Plan:
@@ -208,9 +211,11 @@ def plan(results: dict[str, dict]) -> Plan:
     rate the ladder reaches, a second seed where two are within MARGIN BLEU); then every other factor, one
     at a time, at the best rate so far (while the rate's second seeds are pending too: if they change the
     best, the factors are screened again at the new one); once every choice is settled, their combination,
-    kept only if it beats each change alone (second seeds where within MARGIN); then the confirm size."""
+    kept only if it beats each change alone (second seeds where within MARGIN); then the confirm size: the
+    rate again, as a ladder down from the screen's (with the defaults' options, one seed), the tuned setting
+    at the rate it finds, and the paper's model at the recipe's rate."""
     runs: list[Run] = []
-    chosen, tuned, defaults = {}, {}, {}
+    chosen, tuned, defaults, confirm_rate = {}, {}, {}, {}
     for model, paper, factors in (("transformer", (), TRANSFORMER_FACTORS), ("resmlp", PAPER_RESMLP, RESMLP_FACTORS)):
         rate_settings = factor_settings(Setting(model, "paper", paper), LEARNING_RATE, factors[LEARNING_RATE])
         runs.append(Run(model, "confirm", "paper", paper, 1))
@@ -243,8 +248,16 @@ def plan(results: dict[str, dict]) -> Plan:
         defaults[model] = with_changes(best, allowed, factors)
         if len(allowed) > 1:  # a combination of its own when a research option was part of the tuned one
             screen({"defaults": defaults[model]}, results, runs)
-        runs += [defaults[model].run(1, "confirm"), tuned[model].run(1, "confirm")]
-    return Plan(list({run.key: run for run in runs}.values()), chosen, tuned, defaults)
+        # Adam wants a lower rate for a wider, deeper model, never a higher one (the screen's ResMLP rate
+        # stalled the loss at d 256): the confirm size takes the rate down from the screen's while BLEU
+        # improves. One seed: a confirm run takes an hour and a half on 2 cores.
+        rates = sorted((o for o in factors[LEARNING_RATE] if float(o) <= float(rate.best)), key=lambda o: o != rate.best)
+        ladder = {option: with_changes(rate_settings[option], allowed, factors) for option in rates}
+        decision = screen(ladder, results, runs, ordered=True, size="confirm", seeds=SEEDS[:1])
+        if decision is not None:
+            confirm_rate[model] = decision.best
+            runs.append(with_changes(rate_settings[decision.best], changes_of(picks, factors), factors).run(1, "confirm"))
+    return Plan(list({run.key: run for run in runs}.values()), chosen, tuned, defaults, confirm_rate)
 
 
 def changes_of(picks: dict[str, str], factors: dict) -> dict[str, str]:
@@ -402,11 +415,15 @@ def write_report(results: dict[str, dict], sizes: dict[str, DemoSize], out: Path
                       "vs transformer |", "| --- | --- | --- | --- | --- | --- | --- |"]
         else:
             half, last = s.max_update // 2, s.max_update
+            confirmed = {key: dict(r["bleu"])[last] for key, r in results.items()
+                         if r["size"] == size and r["model"] == "transformer" and last in dict(r["bleu"])}
+            best_transformer = max(confirmed, key=confirmed.get, default=None)
             lines += ["train min: from the training log's time stamps, validation included, summed over the "
                       "processes of a resumed run; compare it only between runs on one CPU (each run's CPUs are in "
-                      "the .json).", "",
-                      f"| model | options | BLEU @{half} | BLEU @{last} | chrF2 @{last} | valid | params | train min |",
-                      "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+                      "the .json). vs transformer: BLEU over the best transformer's at this size "
+                      f"(`{results[best_transformer]['label'] if best_transformer else '-'}`), at equal updates.", "",
+                      f"| model | options | BLEU @{half} | BLEU @{last} | chrF2 @{last} | valid | params | train min | "
+                      "vs transformer |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for (run_size, model, label), runs in groups.items():
             if run_size != size:
                 continue
@@ -420,12 +437,13 @@ def write_report(results: dict[str, dict], sizes: dict[str, DemoSize], out: Path
                 r = results.get(runs[0].key)
                 options = " ".join(runs[0].options) or "(recipe as given)"
                 if r is None:
-                    lines.append(f"| {model} {label} | `{options}` | - | - | - | - | - | - |")
+                    lines.append(f"| {model} {label} | `{options}` | - | - | - | - | - | - | - |")
                     continue
                 bleu = dict(r["bleu"])
+                ratio = f"{bleu[last] / confirmed[best_transformer]:.2f}x" if best_transformer and last in bleu else "-"
                 lines.append(f"| {model} {label} | `{options}` | {_fmt(bleu.get(half))} | {_fmt(bleu.get(last))} | "
                              f"{_fmt(r['chrf'][-1][1])} | {_fmt(r['valid_loss'][-1][1])} | {r['params'] / 1e6:.2f} M | "
-                             f"{r['train_wall_s'] / 60:.1f} |")
+                             f"{r['train_wall_s'] / 60:.1f} | {ratio} |")
         lines.append("")
     lines += [f"Choices: each factor's best option by mean BLEU, settled once every option within {MARGIN:g} BLEU "
               "of it has both seeds.", ""]
@@ -437,6 +455,9 @@ def write_report(results: dict[str, dict], sizes: dict[str, DemoSize], out: Path
             beyond = ", ".join(f"{factor} {option}" for factor, option in RESEARCH_ONLY)
             lines.append(f"  Without the options beyond the paper's model ({beyond}), "
                          f"the architecture's defaults: `{study.defaults[model].label}`.")
+        if model in study.confirm_rate:
+            lines.append(f"  At the confirm size, searched again down from the screen's: learning rate "
+                         f"{study.confirm_rate[model]}.")
     lines.append("")
     curves = {f"{r['model']} {r['label']}": r for r in results.values() if r["size"] == "confirm"}
     plotted = "confirm"
