@@ -248,9 +248,10 @@ def plan(results: dict[str, dict]) -> Plan:
         defaults[model] = with_changes(best, allowed, factors)
         if len(allowed) > 1:  # a combination of its own when a research option was part of the tuned one
             screen({"defaults": defaults[model]}, results, runs)
-        # Adam wants a lower rate for a wider, deeper model, never a higher one (the screen's ResMLP rate
-        # stalled the loss at d 256): the confirm size takes the rate down from the screen's while BLEU
-        # improves. One seed: a confirm run takes an hour and a half on 2 cores.
+        # Adam wants a lower rate for a wider, deeper model, not a higher one (assumed): the confirm size takes
+        # the rate down from the screen's while BLEU improves. The screen's ResMLP rate, 1.6e-2, gave 16.4 BLEU
+        # at d 256, its validation loss behind the recipe's 1e-3 (docs/translation_study_notes.md).
+        # One seed: a confirm run takes an hour and a half on 2 cores.
         rates = sorted((o for o in factors[LEARNING_RATE] if float(o) <= float(rate.best)), key=lambda o: o != rate.best)
         ladder = {option: with_changes(rate_settings[option], allowed, factors) for option in rates}
         decision = screen(ladder, results, runs, ordered=True, size="confirm", seeds=SEEDS[:1])
@@ -359,8 +360,8 @@ def _fmt(value: Optional[float]) -> str:
 
 def setting_groups(results: dict[str, dict], study: Plan) -> dict[tuple[str, str, str], list[Run]]:
     """(size, model, label) -> the setting's run per seed, for every planned or finished setting, in table order."""
-    known = study.runs + [Run(r["model"], r["size"], r["label"], tuple(r["options"]), r["seed"])
-                          for r in results.values()]
+    known = study.runs + [Run(r["model"], r["size"], r["label"], merged(tuple(r["options"])), r["seed"])
+                          for r in results.values()]  # records from before options were merged repeat flags
     order = {"screen": 0, "confirm": 1, "transformer": 0, "resmlp": 1, "paper": 0}
     groups: dict[tuple[str, str, str], list[Run]] = {}
     def rate_ordered(label: str) -> str:  # "learning rate=2e-3" before "learning rate=1.6e-2"
