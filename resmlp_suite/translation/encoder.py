@@ -14,7 +14,7 @@ from .embedding import TokenEmbedding
 
 
 class ResMLPEncoder(FairseqEncoder):
-    """Embeddings, ``encoder_layers`` ResMLP blocks, a final norm (LayerNorm by default).
+    """Embeddings, ``encoder_layers`` ResMLP blocks, a final norm (Affine by default).
 
     The token-mixing matrix indexes absolute positions, so every sentence must start at position 0:
     fairseq's left-padded batches (its default ``--left-pad-source``) are turned into right-padded

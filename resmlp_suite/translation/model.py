@@ -14,7 +14,7 @@ from typing import Any
 from fairseq.models import FairseqEncoderDecoderModel, register_model, register_model_architecture
 from fairseq.models.transformer import Embedding
 
-from ..block import NORM_LAYERS, init_resmlp_weights
+from ..block import init_resmlp_weights
 from .config import ResMLPSeq2SeqConfig, fill_defaults
 from .decoder import ResMLPDecoder
 from .encoder import ResMLPEncoder
@@ -51,21 +51,6 @@ class ResMLPSeq2SeqModel(FairseqEncoderDecoderModel):
             block.linear_tokens.apply(init_resmlp_weights)
             block.mlp_channels.apply(init_resmlp_weights)
         return cls(encoder, decoder)
-
-    def upgrade_state_dict_named(self, state_dict: dict, name: str) -> None:
-        # Checkpoints from before --normalization carry no such option, so they are built with today's default
-        # (LayerNorm) though their weights are Affine's: name the fix instead of listing missing keys.
-        super().upgrade_state_dict_named(state_dict, name)
-        prefix = f"{name}." if name else ""
-        saved = {"affine": f"{prefix}encoder.layer_norm.alpha", "layernorm": f"{prefix}encoder.layer_norm.weight"}
-        built = next(norm for norm, layer in NORM_LAYERS.items() if type(self.encoder.layer_norm) is layer)
-        for norm, key in saved.items():
-            if norm != built and key in state_dict:
-                raise ValueError(
-                    f"the checkpoint's norms are {norm} ({key}) but the model was built with --normalization "
-                    f"{built} (checkpoints from before that option are affine); load it with "
-                    f"--model-overrides \"{{'normalization': '{norm}'}}\" or train on with --normalization {norm}"
-                )
 
 
 @register_model_architecture("resmlp_seq2seq", "resmlp_seq2seq_12")
