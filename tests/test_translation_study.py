@@ -120,7 +120,8 @@ def test_plan_climbs_the_rate_ladder_reseeds_close_options_then_combines_the_cho
         return [run.key for run in plan(results).runs
                 if run.model == "resmlp" and run.size == "confirm" and run.key not in results]
 
-    assert confirm(results) == ["confirm/resmlp-paper-s1", "confirm/resmlp-learning_rate=4e-3_normalisation=layernorm-s1"]
+    assert confirm(results) == ["confirm/resmlp-paper-s1",
+                                "confirm/resmlp-learning_rate=4e-3_normalisation=layernorm-s1"]
     results = _score(results, {"confirm/resmlp-paper-s1": 15.0,
                                "confirm/resmlp-learning_rate=4e-3_normalisation=layernorm-s1": 20.0})
     assert confirm(results) == ["confirm/resmlp-learning_rate=2e-3_normalisation=layernorm-s1"]  # never 8e-3

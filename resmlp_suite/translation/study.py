@@ -252,12 +252,14 @@ def plan(results: dict[str, dict]) -> Plan:
         # the rate down from the screen's while BLEU improves. The screen's ResMLP rate, 1.6e-2, gave 16.4 BLEU
         # at d 256, its validation loss behind the recipe's 1e-3 (docs/translation_study_notes.md).
         # One seed: a confirm run takes an hour and a half on 2 cores.
-        rates = sorted((o for o in factors[LEARNING_RATE] if float(o) <= float(rate.best)), key=lambda o: o != rate.best)
-        ladder = {option: with_changes(rate_settings[option], allowed, factors) for option in rates}
+        lower = [o for o in factors[LEARNING_RATE] if float(o) <= float(rate.best)]
+        lower.sort(key=lambda o: o != rate.best)  # the ladder starts at the screen's rate
+        ladder = {o: with_changes(rate_settings[o], allowed, factors) for o in lower}
         decision = screen(ladder, results, runs, ordered=True, size="confirm", seeds=SEEDS[:1])
         if decision is not None:
             confirm_rate[model] = decision.best
-            runs.append(with_changes(rate_settings[decision.best], changes_of(picks, factors), factors).run(1, "confirm"))
+            tuned_there = with_changes(rate_settings[decision.best], changes_of(picks, factors), factors)
+            runs.append(tuned_there.run(1, "confirm"))
     return Plan(list({run.key: run for run in runs}.values()), chosen, tuned, defaults, confirm_rate)
 
 
