@@ -242,9 +242,9 @@ def plan(results: dict[str, dict]) -> Plan:
                 continue
             if decision.best != "combined":  # one change alone wins: the others go back to the paper's options
                 picks.update({f: next(iter(factors[f])) for f in changed if f != decision.best})
-        chosen[model] = picks
-        tuned[model] = with_changes(best, changes_of(picks, factors), factors)
-        allowed = {f: o for f, o in changes_of(picks, factors).items() if (f, o) not in RESEARCH_ONLY}
+        chosen[model], changed = picks, changes_of(picks, factors)
+        tuned[model] = with_changes(best, changed, factors)
+        allowed = {f: o for f, o in changed.items() if (f, o) not in RESEARCH_ONLY}
         defaults[model] = with_changes(best, allowed, factors)
         if len(allowed) > 1:  # a combination of its own when a research option was part of the tuned one
             screen({"defaults": defaults[model]}, results, runs)
@@ -258,8 +258,7 @@ def plan(results: dict[str, dict]) -> Plan:
         decision = screen(ladder, results, runs, ordered=True, size="confirm", seeds=SEEDS[:1])
         if decision is not None:
             confirm_rate[model] = decision.best
-            tuned_there = with_changes(rate_settings[decision.best], changes_of(picks, factors), factors)
-            runs.append(tuned_there.run(1, "confirm"))
+            runs.append(with_changes(rate_settings[decision.best], changed, factors).run(1, "confirm"))
     return Plan(list({run.key: run for run in runs}.values()), chosen, tuned, defaults, confirm_rate)
 
 
@@ -418,8 +417,8 @@ def write_report(results: dict[str, dict], sizes: dict[str, DemoSize], out: Path
                       "vs transformer |", "| --- | --- | --- | --- | --- | --- | --- |"]
         else:
             half, last = s.max_update // 2, s.max_update
-            confirmed = {key: dict(r["bleu"])[last] for key, r in results.items()
-                         if r["size"] == size and r["model"] == "transformer" and last in dict(r["bleu"])}
+            confirmed = {key: bleu for key, r in results.items() if r["size"] == size and r["model"] == "transformer"
+                         for update, bleu in r["bleu"] if update == last}
             best_transformer = max(confirmed, key=confirmed.get, default=None)
             lines += ["train min: from the training log's time stamps, validation included, summed over the "
                       "processes of a resumed run; compare it only between runs on one CPU (each run's CPUs are in "
