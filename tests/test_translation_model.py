@@ -13,7 +13,7 @@ from fairseq.models import ARCH_MODEL_REGISTRY, FairseqDecoder, FairseqEncoderDe
 from fairseq.sequence_generator import SequenceGenerator
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
-from resmlp_suite import CrossTokenLinear, ResMLPBlock
+from resmlp_suite import Affine, CrossTokenLinear, ResMLPBlock
 from resmlp_suite.translation.decoder import ResMLPDecoderLayer
 
 # The way fairseq's tools load the plugin (--user-dir): registers --arch resmlp_seq2seq*.
@@ -29,6 +29,7 @@ VARIANTS = {
     "init-average": {"token_mixer_init": "average"},
     "init-identity": {"token_mixer_init": "identity"},
     "layernorm": {"normalization": "layernorm"},
+    "layernorm-affine-output": {"normalization": "layernorm", "output_normalization": "affine"},
 }
 every_variant = pytest.mark.parametrize("variant", list(VARIANTS.values()), ids=list(VARIANTS))
 
@@ -339,3 +340,15 @@ def test_dropout_and_activation_options_reach_every_sublayer():
         assert isinstance(b.mlp_channels.act, torch.nn.GELU)
     assert (layer.drop_encoder_attn.p, layer.encoder_attn.dropout_module.p) == (0.3, 0.1)
     assert model.encoder.embed.dropout_module.p == model.decoder.embed.dropout_module.p == 0.3
+
+
+def norm_types(model: FairseqEncoderDecoderModel) -> dict[str, str]:
+    return {name: type(m).__name__ for name, m in model.named_modules() if isinstance(m, (torch.nn.LayerNorm, Affine))}
+
+
+def test_output_normalization_sets_only_the_decoders_final_norm():
+    same = norm_types(build(normalization="layernorm"))
+    affine_output = norm_types(build(normalization="layernorm", output_normalization="affine"))
+    assert set(same.values()) == {"LayerNorm"}
+    assert {name for name in same if same[name] != affine_output[name]} == {"decoder.layer_norm"}
+    assert affine_output["decoder.layer_norm"] == "Affine"

@@ -77,7 +77,7 @@ def test_plan_climbs_the_rate_ladder_reseeds_close_options_then_combines_the_cho
     results = _score(results, {"screen/resmlp-learning_rate=2e-3-s2": 11.0, "screen/resmlp-learning_rate=4e-3-s2": 13.5})
     factors = _pending(results, "resmlp")
     assert "screen/resmlp-learning_rate=4e-3_normalisation=layernorm-s1" in factors
-    assert "screen/resmlp-learning_rate=4e-3_LayerScale_init=1.0-s1" in factors and len(factors) == 8
+    assert "screen/resmlp-learning_rate=4e-3_LayerScale_init=1.0-s1" in factors and len(factors) == 9
     # each factor clearly decided on seed 1: LayerNorm and toeplitz win, the rest keep the paper's option
     results = _score(results, {key: 10.0 for key in factors})
     factors_scored = results

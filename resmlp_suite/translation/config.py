@@ -16,6 +16,7 @@ ACTIVATION_CHOICES = ChoiceEnum(list(ACTIVATIONS))
 TOKEN_MIXER_CHOICES = ChoiceEnum(list(TOKEN_MIXERS))
 TOKEN_MIXER_INIT_CHOICES = ChoiceEnum(list(INIT_SCHEMES))
 NORM_CHOICES = ChoiceEnum(list(NORM_LAYERS))
+OUTPUT_NORM_CHOICES = ChoiceEnum(["same", *NORM_LAYERS])
 
 
 @dataclass
@@ -53,6 +54,13 @@ class ResMLPSeq2SeqConfig(FairseqDataclass):
         default="affine",
         metadata={"help": "pre-norm of every sublayer and the final norms: affine (ResMLP's) or layernorm "
                           "(the transformer's; ahead on the Bible at d 128, see docs/translation_study.md)"},
+    )
+    # The norm that feeds the output projection decides alone whether a LayerNorm model learns the tests'
+    # toy reversal (docs/translation_study_notes.md, "Eighth CPU sitting"), hence its own option.
+    output_normalization: OUTPUT_NORM_CHOICES = field(
+        default="same",
+        metadata={"help": "the decoder's final norm, before the output projection: same (as --normalization), "
+                          "affine or layernorm"},
     )
     # On fairseq's command line these flags are shared with the translation task's length filter,
     # so the token-mixing matrices are exactly as large as the longest sentence training admits.

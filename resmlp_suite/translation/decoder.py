@@ -100,7 +100,8 @@ class ResMLPDecoder(FairseqIncrementalDecoder):
         self.embed = TokenEmbedding(cfg, embed_tokens, cfg.max_target_positions)
         self.layers = nn.ModuleList([ResMLPDecoderLayer(cfg) for _ in range(cfg.decoder_layers)])
         dim = cfg.decoder_embed_dim
-        self.layer_norm = create_norm(str(cfg.normalization), dim)
+        output_norm = str(cfg.output_normalization)
+        self.layer_norm = create_norm(str(cfg.normalization) if output_norm == "same" else output_norm, dim)
         self.output_projection = nn.Linear(dim, len(dictionary), bias=False)
         if cfg.share_decoder_input_output_embed:
             self.output_projection.weight = embed_tokens.weight

@@ -78,7 +78,9 @@ RESMLP_FACTORS: dict[str, dict[str, tuple[str, ...]]] = {
     "learning rate": {"1e-3": (), "5e-4": ("--lr", "5e-4"), "2e-3": ("--lr", "2e-3"), "4e-3": ("--lr", "4e-3"),
                       "8e-3": ("--lr", "8e-3"), "1.6e-2": ("--lr", "1.6e-2")},
     "LayerScale init": {"0.2": (), "0.1": ("--layerscale-init", "0.1"), "1.0": ("--layerscale-init", "1.0")},
-    "normalisation": {"affine": (), "layernorm": ("--normalization", "layernorm")},
+    # LayerNorm with an Affine before the output projection: the one norm that decides the toy reversal.
+    "normalisation": {"affine": (), "layernorm": ("--normalization", "layernorm"),
+                      "layernorm-affine-output": ("--normalization", "layernorm", "--output-normalization", "affine")},
     "token mixer": {"dense": (), "toeplitz": ("--token-mixer", "toeplitz"),
                     "multihead (4)": ("--token-mixer", "multihead", "--token-mixer-heads", "4")},
     "token-mixing init": {"trunc_normal": (), "average": ("--token-mixer-init", "average"),
