@@ -52,7 +52,8 @@ class ResMLPSeq2SeqConfig(FairseqDataclass):
     token_mixer_heads: int = field(default=4, metadata={"help": "matrices per sublayer of --token-mixer multihead"})
     normalization: NORM_CHOICES = field(
         default="affine",
-        metadata={"help": "pre-norm of every sublayer and the final norms: affine (ResMLP's) or layernorm "
+        metadata={"help": "pre-norm of every sublayer and the final norms (the decoder's unless "
+                          "--output-normalization says otherwise): affine (ResMLP's) or layernorm "
                           "(the transformer's; ahead on the Bible at d 128, see docs/translation_study.md)"},
     )
     # The norm that feeds the output projection decides alone whether a LayerNorm model learns the tests'
