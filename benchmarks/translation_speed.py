@@ -14,10 +14,10 @@ Generation: sentences per second of fairseq's SequenceGenerator, beam 4, each hy
 interleave the two models, so a machine shared with other jobs slows both alike; the median round
 counts. Targets: training >= 1.25x and generation >= 1.2x the transformer, in wall-clock time; the
 ratios in process CPU time are printed beside them, steadier when other jobs share the machine
-(cleanest with ``--threads 1``, where no thread waits on another). Beside them: the ratio of the training
-step's floating-point operations (counted by ``torch.utils.flop_counter``), the speed-up a run bound by its
-matrix products would reach: the models share the embeddings, cross-attention, FFNs and the output
-projection, so a large vocabulary against a small width caps the training ratio whatever the token mixing.
+(cleanest with ``--threads 1``, where no thread waits on another). Beside them: the ratios of the floating-point
+operations of a training step and of a beam search (counted by ``torch.utils.flop_counter``), the speed-ups a
+run bound by its matrix products would reach: the models share the embeddings, cross-attention, FFNs and the
+output projection, so a large vocabulary against a small width caps both ratios whatever the token mixing.
 """
 from __future__ import annotations
 
@@ -147,12 +147,12 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
 
     work = {"train": (train, sum(b["ntokens"] for b in batches)), "generate": (generate, args.batch)}
     times = {name: {kind: [] for kind in work} for name in MODELS}
-    train_flops = {}
-    for name in MODELS:  # warm-up (allocator, first-call overheads), counting the training step's operations
-        with FlopCounterMode(display=False) as counter:
-            train(name)
-        train_flops[name] = counter.get_total_flops()
-        generate(name)
+    flops = {name: {} for name in MODELS}
+    for name in MODELS:  # warm-up (allocator, first-call overheads), counting the operations of each kind
+        for kind, (fn, _) in work.items():
+            with FlopCounterMode(display=False) as counter:
+                fn(name)
+            flops[name][kind] = counter.get_total_flops()
     for _ in range(args.rounds):
         for name in MODELS:
             for kind, (fn, _) in work.items():
@@ -161,7 +161,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     models = {}
     for name, (model, _) in built.items():
         models[name] = {"params": sum(p.numel() for p in model.parameters()),
-                        "train_flops_per_word": train_flops[name] / work["train"][1]}
+                        "train_flops_per_word": flops[name]["train"] / work["train"][1],
+                        "generate_flops_per_sentence": flops[name]["generate"] / work["generate"][1]}
         for kind, (_, units) in work.items():
             unit = "words" if kind == "train" else "sentences"
             models[name][f"{kind}_{unit}_per_s"] = units / statistics.median(w for w, _ in times[name][kind])
@@ -169,7 +170,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     ratios = {f"{kind}{suffix}": models["resmlp"][key] / models["transformer"][key]
               for kind, unit in (("train", "words"), ("generate", "sentences"))
               for suffix, key in (("", f"{kind}_{unit}_per_s"), ("_cpu", f"{kind}_{unit}_per_cpu_s"))}
-    ratios["train_flops"] = train_flops["transformer"] / train_flops["resmlp"]
+    ratios.update({f"{kind}_flops": flops["transformer"][kind] / flops["resmlp"][kind] for kind in work})
     results = {
         "device": str(device),
         "device_name": device_name(device),
@@ -192,8 +193,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         verdict = "meets" if ratios[kind] >= target else "misses"
         print(f"{kind}: resmlp / transformer = {ratios[kind]:.2f}x wall-clock ({verdict} the {target:.2f}x target), "
               f"{ratios[kind + '_cpu']:.2f}x in CPU time")
-    print(f"train: transformer / resmlp operations per word = {ratios['train_flops']:.2f}x, "
-          "the ratio a matmul-bound training step would reach")
+    for kind, unit, what in (("train", "word", "training step"), ("generate", "sentence", "beam search")):
+        print(f"{kind}: transformer / resmlp operations per {unit} = {ratios[kind + '_flops']:.2f}x, "
+              f"the ratio a matmul-bound {what} would reach")
     if args.json is not None:
         atomic_write_text(args.json, json.dumps(results, indent=1))
     return results

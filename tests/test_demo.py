@@ -54,7 +54,7 @@ def test_report_numbers_come_from_the_run(quick_demo: tuple[Path, Path]) -> None
         assert f"{model['bleu']:.2f}" in markdown
         assert model["signature"].replace("|", "\\|") in markdown  # a table cell: its pipes escaped
     speed = json.loads((work / "translation_speed.raw.json").read_text())
-    assert f"{speed['ratios']['train']:.2f}x" in markdown
+    assert f"{speed['ratios']['train']:.2f}x" in markdown and f"{speed['ratios']['generate_flops']:.2f}x" in markdown
     # five test verses side by side, each model's line being its translation of that verse
     references = (work / "translation" / "corpus" / "test.en").read_text().splitlines()
     assert len(translation["examples"]) == 5

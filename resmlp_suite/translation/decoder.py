@@ -155,5 +155,19 @@ class ResMLPDecoder(FairseqIncrementalDecoder):
     def output_layer(self, features: Tensor) -> Tensor:
         return self.output_projection(features)
 
+    def upgrade_state_dict_named(self, state_dict: dict[str, Tensor], name: str) -> dict[str, Tensor]:
+        # Before --output-normalization the final norm followed --normalization: a LayerNorm checkpoint
+        # from then has a LayerNorm where today's default has an Affine. Name the option, not the keys.
+        prefix = f"{name}.layer_norm." if name else "layer_norm."
+        saved = {key[len(prefix):] for key in state_dict if key.startswith(prefix)}
+        expected = set(self.layer_norm.state_dict())
+        if saved and saved != expected:
+            raise ValueError(
+                f"the checkpoint's {prefix[:-1]} holds {sorted(saved)} where this model's "
+                f"{type(self.layer_norm).__name__} has {sorted(expected)}: a checkpoint saved before "
+                "--output-normalization existed; load it with --output-normalization same "
+                "(fairseq-generate: --model-overrides \"{'output_normalization': 'same'}\")")
+        return state_dict
+
     def max_positions(self) -> int:
         return self.max_target_positions
