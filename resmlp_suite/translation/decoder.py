@@ -164,8 +164,8 @@ class ResMLPDecoder(FairseqIncrementalDecoder):
         if saved and saved != expected:
             raise ValueError(
                 f"the checkpoint's {prefix[:-1]} holds {sorted(saved)} where this model's "
-                f"{type(self.layer_norm).__name__} has {sorted(expected)}: a checkpoint saved before "
-                "--output-normalization existed; load it with --output-normalization same "
+                f"{type(self.layer_norm).__name__} has {sorted(expected)}: load it with the --output-normalization "
+                "it was trained with; one saved before that option existed had --output-normalization same "
                 "(fairseq-generate: --model-overrides \"{'output_normalization': 'same'}\")")
         return state_dict
 
