@@ -7,8 +7,9 @@ import dataclasses
 import json
 import re
 import shutil
+import zlib
 
-from resmlp_suite.device_info import device_name
+from resmlp_suite.device_info import device_name, machine_id
 from resmlp_suite.translation import study
 from resmlp_suite.translation.demo import prepare_bible, train_args
 from resmlp_suite.translation.fairseq_tools import run_fairseq
@@ -49,7 +50,7 @@ def test_killed_run_resumes_and_its_training_time_counts_every_process(tmp_path)
     record = study.execute(run, {"screen": size}, data_bin, references, tmp_path)
     second_s = float(re.findall(r"done training in ([\d.]+) seconds", log_file.read_text())[-1])
     assert [update for update, _ in record["valid_loss"]] == [40, 80, 120, 160]
-    assert record["bleu"][0][0] == 160 and record["cpu"] == device_name()
+    assert record["bleu"][0][0] == 160 and record["cpu"] == f"{device_name()}, machine {machine_id()}"
     # whole-second time stamps; the second process logs its start a moment before its clock starts
     assert first_s + second_s - 2 <= record["train_wall_s"] <= first_s + second_s + 5
 
@@ -134,3 +135,38 @@ def test_plan_climbs_the_rate_ladder_reseeds_close_options_then_combines_the_cho
     assert plan(results).confirm_rate["resmlp"] == "2e-3"
     assert confirm(results) == ["confirm/resmlp-learning_rate=2e-3_normalisation=layernorm_token_mixer=multihead_4_-s1",
                                 "confirm/resmlp-learning_rate=2e-3_normalisation=layernorm-affine-output-s1"]
+
+
+def _record(run: Run, bleu: float, machine: str) -> dict:
+    return {**dataclasses.asdict(run), "key": run.key, "bleu": [[1500, bleu - 4], [3000, bleu]], "chrf": [[3000, 50.0]],
+            "valid_loss": [[3000, 4.7]], "params": 6e6, "train_wall_s": 2400 + 60 * len(run.label) % 600,
+            "cpu": machine}
+
+
+def test_the_final_pair_waits_for_every_confirm_run_then_reseeds_each_models_best(tmp_path):
+    """Whatever the scores, the study ends: once every confirm run has finished, and not before, each model's
+    best confirm run gets its second seed, and the report compares the pair over both seeds."""
+    results: dict = {}
+    while not (current := plan(results)).finals:
+        pending = [run for run in current.runs if run.key not in results]
+        assert pending, "the plan ran out of runs before its final pair"
+        # a score of its own for each key, so that ties never decide
+        results.update({run.key: _record(run, 20 + zlib.crc32(run.key.encode()) % 1000 / 100, "cpu A")
+                        for run in pending})
+    confirmed = [run for run in current.runs if run.size == "confirm" and run.seed == 1]
+    assert {run.model for run in confirmed} == {"transformer", "resmlp"} and all(run.key in results for run in confirmed)
+    for model, best in current.finals.items():
+        assert best.model == model and best.seed == 1
+        assert results[best.key]["bleu"][-1][1] == max(results[run.key]["bleu"][-1][1]
+                                                         for run in confirmed if run.model == model)
+    second = sorted(dataclasses.replace(run, seed=2).key for run in current.finals.values())
+    assert sorted(run.key for run in current.runs if run.key not in results) == second
+    lines = study.final_lines(results, current.finals, 3000)
+    assert lines[0].startswith("Final pair") and len(lines) == 2  # seed 1 of both on "cpu A"
+    results.update({key: _record(run, 25.0, "cpu B") for key, run in
+                    ((run.key, run) for run in plan(results).runs if run.key in second)})
+    assert all(run.key in results for run in plan(results).runs)  # nothing after the final pair
+    lines = study.final_lines(results, current.finals, 3000)
+    assert " / 25.00 (" in lines[0] and [line.split("`")[1] for line in lines[1:]] == ["cpu A", "cpu B"]
+    report = study.write_report(results, study.SIZES, tmp_path / "study", "test", "cpu").read_text()
+    assert "(seed 2)" in report and "Final pair, BLEU @3000 per seed" in report

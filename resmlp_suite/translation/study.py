@@ -14,7 +14,8 @@ label smoothing 0.1 and number of updates; sacreBLEU and chrF2 on all 1,007 vers
    as given; each model's learning rate searched again, as a ladder down from the screen's, with its
    choices less those that go beyond the paper's model (:data:`RESEARCH_ONLY`); then, at the rate found,
    all its choices, and the architecture's defaults: the ladder's choices with the next best option where
-   one breaks a guarantee of the tests (:data:`UNSAFE_DEFAULTS`).
+   one breaks a guarantee of the tests (:data:`UNSAFE_DEFAULTS`);
+4. **final**: each model's best confirm run again with seed 2, the two back to back (:func:`final_pair`).
 
 What runs next follows from what has finished (:func:`plan`), so the study can stop and go on anywhere.
 
@@ -47,7 +48,7 @@ from typing import Optional, Sequence
 import sacrebleu
 
 from ..cli import user_errors
-from ..device_info import device_name
+from ..device_info import device_name, machine_id
 from ..files import atomic_write_text
 from ..plotting import plot_valid_loss
 from .demo import QUICK, DemoSize, prepare_bible, train_args
@@ -214,6 +215,7 @@ class Plan:
     # the factor's next best option: what the architecture's defaults become
     defaults: dict[str, Setting]
     confirm_rate: dict[str, str]  # model -> the learning rate chosen again at the confirm size
+    finals: dict[str, Run] = dataclasses.field(default_factory=dict)  # model -> its best confirm run (final_pair)
 
 
 def plan(results: dict[str, dict]) -> Plan:
@@ -224,7 +226,7 @@ def plan(results: dict[str, dict]) -> Plan:
     kept only if it beats each change alone (second seeds where within MARGIN); then the confirm size: the
     rate again, as a ladder down from the screen's (with the choices less the RESEARCH_ONLY ones, one seed),
     the tuned setting and the architecture's defaults at the rate it finds, and the paper's model at the
-    recipe's rate."""
+    recipe's rate; last, the final pair's second seeds."""
     runs: list[Run] = []
     chosen, tuned, defaults, confirm_rate = {}, {}, {}, {}
     for model, paper, factors in (("transformer", (), TRANSFORMER_FACTORS), ("resmlp", PAPER_RESMLP, RESMLP_FACTORS)):
@@ -274,7 +276,21 @@ def plan(results: dict[str, dict]) -> Plan:
             confirm_rate[model] = decision.best
             runs += [with_changes(rate_settings[decision.best], picked, factors).run(1, "confirm")
                      for picked in (changed, safe)]
-    return Plan(list({run.key: run for run in runs}.values()), chosen, tuned, defaults, confirm_rate)
+    finals = final_pair(runs, results, confirm_rate)
+    runs += [dataclasses.replace(run, seed=seed) for run in finals.values() for seed in SEEDS[1:]]
+    return Plan(list({run.key: run for run in runs}.values()), chosen, tuned, defaults, confirm_rate, finals)
+
+
+def final_pair(runs: list[Run], results: dict[str, dict], confirm_rate: dict[str, str]) -> dict[str, Run]:
+    """model -> its best confirm run by final BLEU, once every confirm run of both models has finished. The
+    pair gets its other seeds: one seed decided the confirm ladders, and the headline comparison should not
+    rest on one; run back to back, the two also give training times from one machine."""
+    confirmed = {model: [run for run in runs if run.model == model and run.size == "confirm"]
+                 for model in ("transformer", "resmlp")}
+    if set(confirm_rate) != set(confirmed) or not all(run.key in results for group in confirmed.values()
+                                                      for run in group):
+        return {}
+    return {model: max(group, key=lambda run: results[run.key]["bleu"][-1][1]) for model, group in confirmed.items()}
 
 
 def changes_of(picks: dict[str, str], factors: dict) -> dict[str, str]:
@@ -312,7 +328,7 @@ def execute(run: Run, sizes: dict[str, DemoSize], data_bin: Path, references: Se
                       keep_checkpoints=size.max_update // size.validate_every)
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / "cpus.txt", "a", encoding="utf-8") as cpus:  # a resumed run may span machines
-        cpus.write(device_name() + "\n")
+        cpus.write(f"{device_name()}, machine {machine_id()}\n")
     run_fairseq("train", args, log_file=run_dir / "train.log")
     log = read_training_log(run_dir / "train.log")
     bleu, chrf = [], []
@@ -436,11 +452,12 @@ def write_report(results: dict[str, dict], sizes: dict[str, DemoSize], out: Path
                          for update, bleu in r["bleu"] if update == last}
             best_transformer = max(confirmed, key=confirmed.get, default=None)
             lines += ["train min: from the training log's time stamps, validation included, summed over the "
-                      "processes of a resumed run; compare it only between runs on one CPU (each run's CPUs are in "
-                      "the .json). vs transformer: BLEU over the best transformer's at this size "
+                      "processes of a resumed run; compare it only between runs on one machine (the CPU's name and a "
+                      "tag that changes with each boot; older runs recorded the name alone). vs transformer: BLEU "
+                      "over the best transformer's at this size "
                       f"(`{results[best_transformer]['label'] if best_transformer else '-'}`), at equal updates.", "",
                       f"| model | options | BLEU @{half} | BLEU @{last} | chrF2 @{last} | valid | params | train min | "
-                      "vs transformer |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+                      "machine | vs transformer |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for (run_size, model, label), runs in groups.items():
             if run_size != size:
                 continue
@@ -451,16 +468,22 @@ def write_report(results: dict[str, dict], sizes: dict[str, DemoSize], out: Path
                 lines.append(f"| {model} | {label} | {' / '.join(map(_fmt, per_seed))} | {_fmt(bleu)} | {_fmt(chrf)} | "
                              f"{_fmt(valid)} | {ratio} |")
             else:
-                r = results.get(runs[0].key)
                 options = " ".join(runs[0].options) or "(recipe as given)"
-                if r is None:
-                    lines.append(f"| {model} {label} | `{options}` | - | - | - | - | - | - | - |")
-                    continue
-                bleu = dict(r["bleu"])
-                ratio = f"{bleu[last] / confirmed[best_transformer]:.2f}x" if best_transformer and last in bleu else "-"
-                lines.append(f"| {model} {label} | `{options}` | {_fmt(bleu.get(half))} | {_fmt(bleu.get(last))} | "
-                             f"{_fmt(r['chrf'][-1][1])} | {_fmt(r['valid_loss'][-1][1])} | {r['params'] / 1e6:.2f} M | "
-                             f"{r['train_wall_s'] / 60:.1f} | {ratio} |")
+                for run in runs:
+                    r = results.get(run.key)
+                    name = f"{model} {label}" + (f" (seed {run.seed})" if run.seed != SEEDS[0] else "")
+                    if r is None and run.seed == SEEDS[0] or r is None and run in study.runs:
+                        lines.append(f"| {name} | `{options}` | - | - | - | - | - | - | - | - |")
+                    if r is None:
+                        continue
+                    bleu = dict(r["bleu"])
+                    ratio = (f"{bleu[last] / confirmed[best_transformer]:.2f}x" if best_transformer and last in bleu
+                             else "-")
+                    lines.append(f"| {name} | `{options}` | {_fmt(bleu.get(half))} | {_fmt(bleu.get(last))} | "
+                                 f"{_fmt(r['chrf'][-1][1])} | {_fmt(r['valid_loss'][-1][1])} | "
+                                 f"{r['params'] / 1e6:.2f} M | {r['train_wall_s'] / 60:.1f} | {r['cpu']} | {ratio} |")
+        if size == "confirm":
+            lines += ["", *final_lines(results, study.finals, last)]
         lines.append("")
     lines += [f"Choices: each factor's best option by mean BLEU, settled once every option within {MARGIN:g} BLEU "
               "of it has both seeds.", ""]
@@ -495,6 +518,27 @@ def write_report(results: dict[str, dict], sizes: dict[str, DemoSize], out: Path
     atomic_write_text(out.with_suffix(".json"), json.dumps({"command": command, "device": device, "runs": results},
                                                            indent=1))
     return out.with_suffix(".md")
+
+
+def final_lines(results: dict[str, dict], finals: dict[str, Run], last: int) -> list[str]:
+    """The final pair's BLEU over its seeds, and its training times where a machine ran both models."""
+    if not finals:
+        return ["Final pair (each model's best confirm run, seed 2): chosen once every confirm run has finished."]
+    seeds = {model: [dataclasses.replace(run, seed=seed).key for seed in SEEDS] for model, run in finals.items()}
+    done = {model: [results[key] for key in keys if key in results] for model, keys in seeds.items()}
+    bleu = {model: [dict(r["bleu"])[last] for r in records] for model, records in done.items()}
+    means = {model: mean(scores) for model, scores in bleu.items()}
+    lines = [f"Final pair, BLEU @{last} per seed (mean): " + "; ".join(
+        f"{model} `{finals[model].label}` {' / '.join(map(_fmt, bleu[model]))} ({_fmt(means[model])})"
+        for model in finals) + f"; resmlp / transformer {means['resmlp'] / means['transformer']:.2f}x."]
+    for machine in sorted({r["cpu"] for records in done.values() for r in records}):
+        minutes = {model: [r["train_wall_s"] / 60 for r in records if r["cpu"] == machine]
+                   for model, records in done.items()}
+        if all(minutes.values()):
+            lines.append(f"Train min on `{machine}`: " + ", ".join(
+                f"{model} {mean(m):.1f}" for model, m in minutes.items())
+                + f"; resmlp / transformer {mean(minutes['resmlp']) / mean(minutes['transformer']):.2f}x.")
+    return lines
 
 
 def describe_device() -> str:
