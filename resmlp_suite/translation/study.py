@@ -472,9 +472,9 @@ def write_report(results: dict[str, dict], sizes: dict[str, DemoSize], out: Path
                 for run in runs:
                     r = results.get(run.key)
                     name = f"{model} {label}" + (f" (seed {run.seed})" if run.seed != SEEDS[0] else "")
-                    if r is None and run.seed == SEEDS[0] or r is None and run in study.runs:
-                        lines.append(f"| {name} | `{options}` | - | - | - | - | - | - | - | - |")
-                    if r is None:
+                    if r is None:  # planned, not finished; a second seed is shown once the plan wants it
+                        if run.seed == SEEDS[0] or run in study.runs:
+                            lines.append(f"| {name} | `{options}` | - | - | - | - | - | - | - | - |")
                         continue
                     bleu = dict(r["bleu"])
                     ratio = (f"{bleu[last] / confirmed[best_transformer]:.2f}x" if best_transformer and last in bleu
