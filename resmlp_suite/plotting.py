@@ -77,13 +77,14 @@ def plot_dino_run(run_dir: PathLike, out: PathLike, knn: dict[str, float], max_e
 def plot_valid_loss(models: dict[str, dict], out: PathLike, title: str) -> Path:
     """Validation loss against updates, one line per model; ``models[name]`` holds ``valid_loss`` as
     ``[[update, loss], ...]`` and ``params``."""
-    fig = Figure(figsize=(6, 4), layout="constrained")
+    # the legend goes below the axes: a study's labels are long, and inside the axes they squeezed the plot
+    fig = Figure(figsize=(7, 4 + 0.22 * len(models)), layout="constrained")
     ax = fig.subplots()
     for name, model in models.items():
         updates, losses = zip(*model["valid_loss"]) if model["valid_loss"] else ((), ())
         ax.plot(updates, losses, marker="o", label=f"{name} ({model['params'] / 1e6:.2f} M params)")
     ax.set(xlabel="updates", ylabel="validation loss (label-smoothed, bits/token)", title=title)
-    ax.legend()
+    fig.legend(loc="outside lower center", fontsize="small")
     ax.grid(alpha=0.3)
     return save_png(fig, out)
 
