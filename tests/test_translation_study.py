@@ -55,6 +55,26 @@ def test_killed_run_resumes_and_its_training_time_counts_every_process(tmp_path)
     assert first_s + second_s - 2 <= record["train_wall_s"] <= first_s + second_s + 5
 
 
+def test_a_run_stopped_at_another_runs_time_is_scored_there_then_trained_on_as_if_never_stopped(tmp_path):
+    """The final pair's second run: stopped at the first one's training time (here a moment, so after one of
+    its first updates), scored there, then trained on to its last update, where it matches a run never stopped
+    (fairseq seeds each update and restores the data order)."""
+    size = dataclasses.replace(QUICK_SIZES["screen"], max_update=12, validate_every=4)
+    _, data_bin, references = prepare_bible(tmp_path, size)
+    run = Run("transformer", "screen", "paper", (), 2)
+    record = study.execute(run, {"screen": size}, data_bin, references, tmp_path, stop=("the first", 0.001))
+    stopped = record["equal_time"]
+    update = stopped["update"]
+    assert (stopped["against"], stopped["minutes"]) == ("the first", 0.001) and 0 < update < 4
+    assert 0 <= stopped["bleu"] <= 100 and 0 <= stopped["train_wall_s"] <= record["train_wall_s"]  # whole seconds
+    assert (tmp_path / run.key / f"generate_at_{update}" / "generate-test.txt").is_file()
+    assert [u for u, _ in record["valid_loss"]] == [update, 4, 8, 12] and record["bleu"][0][0] == 12
+    never_stopped = tmp_path / "never-stopped" / "train.log"
+    run_fairseq("train", train_args(run.model, size, data_bin, never_stopped.parent / "checkpoints", seed=run.seed),
+                log_file=never_stopped)
+    assert read_training_log(never_stopped).valid_loss == [pair for pair in record["valid_loss"] if pair[0] != update]
+
+
 def _score(results: dict, bleus: dict[str, float]) -> dict:
     return {**results, **{key: {"bleu": [[1500, bleu]]} for key, bleu in bleus.items()}}
 
@@ -159,14 +179,27 @@ def test_the_final_pair_waits_for_every_confirm_run_then_reseeds_each_models_bes
         assert best.model == model and best.seed == 1
         assert results[best.key]["bleu"][-1][1] == max(results[run.key]["bleu"][-1][1]
                                                          for run in confirmed if run.model == model)
-    second = sorted(dataclasses.replace(run, seed=2).key for run in current.finals.values())
-    assert sorted(run.key for run in current.runs if run.key not in results) == second
+    first, second = (dataclasses.replace(run, seed=2) for run in current.finals.values())
+    seed_1_seconds = [results[run.key]["train_wall_s"] for run in current.finals.values()]
+    assert seed_1_seconds == sorted(seed_1_seconds)  # the faster first
+    assert sorted(run.key for run in current.runs if run.key not in results) == sorted([first.key, second.key])
     lines = study.final_lines(results, current.finals, 3000)
     assert lines[0].startswith("Final pair") and len(lines) == 2  # seed 1 of both on "cpu A"
-    results.update({key: _record(run, 25.0, "cpu B") for key, run in
-                    ((run.key, run) for run in plan(results).runs if run.key in second)})
+    # Back to back: the second stops at the first's time, but only where the first ran, on this machine.
+    assert study.equal_time_stop(second, current.finals, results) is None
+    here = study.this_machine()
+    for machine, stop in (("cpu B", None), (here, (first.key, 2400 / 60))):
+        results[first.key] = {**_record(first, 25.0, machine), "train_wall_s": 2400}
+        assert study.equal_time_stop(second, current.finals, results) == stop
+        assert study.equal_time_stop(first, current.finals, results) is None
+    results[second.key] = {**_record(second, 26.0, here), "equal_time": {
+        "against": first.key, "minutes": 40.0, "update": 2500, "train_wall_s": 2410, "bleu": 24.0, "chrf": 48.0}}
     assert all(run.key in results for run in plan(results).runs)  # nothing after the final pair
     lines = study.final_lines(results, current.finals, 3000)
-    assert " / 25.00 (" in lines[0] and [line.split("`")[1] for line in lines[1:]] == ["cpu A", "cpu B"]
+    assert " / 25.00 (" in lines[0] and sorted(line.split("`")[1] for line in lines[1:3]) == sorted(["cpu A", here])
+    resmlp, transformer = (25.0, 24.0) if first.model == "resmlp" else (24.0, 25.0)
+    assert lines[-1].startswith(f"At equal train time on `{here}` (seed 2): {first.model} update 3000, 40.0 min, "
+                                f"BLEU 25.00; {second.model} update 2500, 40.2 min, BLEU 24.00; ")
+    assert lines[-1].endswith(f"resmlp / transformer {resmlp / transformer:.2f}x.")
     report = study.write_report(results, study.SIZES, tmp_path / "study", "test", "cpu").read_text()
     assert "(seed 2)" in report and "Final pair, BLEU @3000 per seed" in report

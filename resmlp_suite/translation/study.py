@@ -15,7 +15,9 @@ label smoothing 0.1 and number of updates; sacreBLEU and chrF2 on all 1,007 vers
    choices less those that go beyond the paper's model (:data:`RESEARCH_ONLY`); then, at the rate found,
    all its choices, and the architecture's defaults: the ladder's choices with the next best option where
    one breaks a guarantee of the tests (:data:`UNSAFE_DEFAULTS`);
-4. **final**: each model's best confirm run again with seed 2, the two back to back (:func:`final_pair`).
+4. **final**: each model's best confirm run again with seed 2, the two back to back (:func:`final_pair`),
+   the faster first; the second is also scored where its training time reaches the first's (at equal
+   training wall time on one machine), then trained on to its last update.
 
 What runs next follows from what has finished (:func:`plan`), so the study can stop and go on anywhere.
 
@@ -282,15 +284,31 @@ def plan(results: dict[str, dict]) -> Plan:
 
 
 def final_pair(runs: list[Run], results: dict[str, dict], confirm_rate: dict[str, str]) -> dict[str, Run]:
-    """model -> its best confirm run by final BLEU, once every confirm run of both models has finished. The
-    pair gets its other seeds: one seed decided the confirm ladders, and the headline comparison should not
-    rest on one; run back to back, the two also give training times from one machine."""
+    """model -> its best confirm run by final BLEU, once every confirm run of both models has finished, the
+    faster of the two first. The pair gets its other seeds: one seed decided the confirm ladders, and the
+    headline comparison should not rest on one; run back to back on one machine, the second also stops at
+    the first one's training time to be scored there (:func:`equal_time_stop`)."""
     confirmed = {model: [run for run in runs if run.model == model and run.size == "confirm"]
                  for model in ("transformer", "resmlp")}
     if set(confirm_rate) != set(confirmed) or not all(run.key in results for group in confirmed.values()
                                                       for run in group):
         return {}
-    return {model: max(group, key=lambda run: results[run.key]["bleu"][-1][1]) for model, group in confirmed.items()}
+    best = {model: max(group, key=lambda run: results[run.key]["bleu"][-1][1]) for model, group in confirmed.items()}
+    # faster by its first seed's time, maybe on another machine: only the order, so that the second one stops
+    return dict(sorted(best.items(), key=lambda item: results[item[1].key]["train_wall_s"]))
+
+
+def this_machine() -> str:
+    return f"{device_name()}, machine {machine_id()}"
+
+
+def equal_time_stop(run: Run, finals: dict[str, Run], results: dict[str, dict]) -> Optional[tuple[str, float]]:
+    """(key, train minutes) of the final pair's first seed-2 run when ``run`` is the second and the first
+    has finished on this machine: the second is then also scored at that time; None otherwise."""
+    first, second = ([dataclasses.replace(final, seed=SEEDS[1]).key for final in finals.values()] or [None, None])
+    if run.key != second or first not in results or results[first]["cpu"] != this_machine():
+        return None
+    return first, results[first]["train_wall_s"] / 60
 
 
 def changes_of(picks: dict[str, str], factors: dict) -> dict[str, str]:
@@ -317,8 +335,14 @@ def checkpoint_at(save_dir: Path, update: int) -> Path:
     return Path(found[0])
 
 
-def execute(run: Run, sizes: dict[str, DemoSize], data_bin: Path, references: Sequence[str], work_dir: Path) -> dict:
-    """Train (or resume, or reuse) one run and score it at its BLEU points; returns its record."""
+def execute(run: Run, sizes: dict[str, DemoSize], data_bin: Path, references: Sequence[str], work_dir: Path,
+            stop: Optional[tuple[str, float]] = None) -> dict:
+    """Train (or resume, or reuse) one run and score it at its BLEU points; returns its record.
+
+    ``stop``: (another run's key, its train minutes): the training first stops at that time (fairseq's
+    ``--stop-time-hours``, validation included, as in the record's ``train_wall_s``), its last checkpoint
+    is scored as ``equal_time``, then it goes on to its last update as if never stopped (the learning rate
+    does not depend on the number of updates)."""
     run_dir = work_dir / run.key
     record_path = run_dir / "result.json"
     if record_path.is_file():
@@ -328,18 +352,36 @@ def execute(run: Run, sizes: dict[str, DemoSize], data_bin: Path, references: Se
                       keep_checkpoints=size.max_update // size.validate_every)
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / "cpus.txt", "a", encoding="utf-8") as cpus:  # a resumed run may span machines
-        cpus.write(f"{device_name()}, machine {machine_id()}\n")
+        cpus.write(this_machine() + "\n")
+
+    def score(checkpoint: Path, name: str) -> tuple[float, float]:
+        hypotheses = translate(data_bin, checkpoint, run_dir / name, len(references), settings=BEAM, user_dir=USER_DIR)
+        return (round(sacrebleu.corpus_bleu(hypotheses, [references]).score, 2),
+                round(sacrebleu.corpus_chrf(hypotheses, [references]).score, 2))
+
+    equal_time_path = run_dir / "equal_time.json"
+    if stop is not None and not equal_time_path.is_file():
+        against, minutes = stop
+        log_file = run_dir / "train.log"
+        if not (log_file.is_file() and "Stopping training due to" in log_file.read_text(encoding="utf-8")):
+            run_fairseq("train", [*args, "--stop-time-hours", f"{minutes / 60:.6f}"], log_file=log_file)
+        log = read_training_log(log_file)
+        update = log.valid_loss[-1][0]  # fairseq validates and saves where it stops
+        bleu, chrf = score(run_dir / "checkpoints" / "checkpoint_last.pt", f"generate_at_{update}")
+        atomic_write_text(equal_time_path, json.dumps({"against": against, "minutes": minutes, "update": update,
+                                                       "train_wall_s": log.wall_s, "bleu": bleu, "chrf": chrf}))
     run_fairseq("train", args, log_file=run_dir / "train.log")
     log = read_training_log(run_dir / "train.log")
     bleu, chrf = [], []
     for update in run.bleu_updates(sizes):
-        hypotheses = translate(data_bin, checkpoint_at(run_dir / "checkpoints", update), run_dir / f"generate_{update}",
-                               len(references), settings=BEAM, user_dir=USER_DIR)
-        bleu.append([update, round(sacrebleu.corpus_bleu(hypotheses, [references]).score, 2)])
-        chrf.append([update, round(sacrebleu.corpus_chrf(hypotheses, [references]).score, 2)])
+        scores = score(checkpoint_at(run_dir / "checkpoints", update), f"generate_{update}")
+        bleu.append([update, scores[0]])
+        chrf.append([update, scores[1]])
     record = {**dataclasses.asdict(run), "key": run.key, "params": log.params, "valid_loss": log.valid_loss,
               "bleu": bleu, "chrf": chrf, "train_wall_s": log.wall_s, "test_sentences": len(references),
               "cpu": " + ".join(sorted(set((run_dir / "cpus.txt").read_text(encoding="utf-8").splitlines())))}
+    if equal_time_path.is_file():
+        record["equal_time"] = json.loads(equal_time_path.read_text())
     atomic_write_text(record_path, json.dumps(record, indent=1))
     for checkpoint in (run_dir / "checkpoints").glob("checkpoint*.pt"):
         checkpoint.unlink()  # 30-odd runs: keep the scores and logs, not the weights
@@ -352,21 +394,26 @@ def run_all(sizes: dict[str, DemoSize], data_bin: Path, references: Sequence[str
     until nothing that matches ``only`` is left."""
     tried: set[str] = set()  # failed or skipped: not retried in this invocation
 
-    def one(run: Run) -> None:
+    def one(run: Run, finals: dict[str, Run]) -> None:
         tried.add(run.key)
         if deadline is not None and time.time() > deadline and not (work_dir / run.key / "result.json").is_file():
             print(f"[study] {run.key}: skipped, past the deadline", flush=True)
             return
         try:
-            results[run.key] = execute(run, sizes, data_bin, references, work_dir)
+            results[run.key] = execute(run, sizes, data_bin, references, work_dir,
+                                       stop=equal_time_stop(run, finals, results))
             print(f"[study] {run.key}: BLEU {results[run.key]['bleu']}", flush=True)
         except Exception as error:  # one failed run must not lose the others; the report lists it as missing
             print(f"[study] {run.key}: FAILED: {error}", flush=True)
 
-    while todo := sorted((run for run in plan(results).runs if run.key not in results and run.key not in tried
-                          and (only is None or fnmatch.fnmatch(run.key, only))), key=lambda run: run.size != "screen"):
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            list(pool.map(one, todo))
+    while True:
+        current = plan(results)
+        todo = sorted((run for run in current.runs if run.key not in results and run.key not in tried
+                       and (only is None or fnmatch.fnmatch(run.key, only))), key=lambda run: run.size != "screen")
+        if not todo:
+            return
+        with ThreadPoolExecutor(max_workers=jobs) as pool:  # one worker: in the plan's order, back to back
+            list(pool.map(lambda run: one(run, current.finals), todo))
 
 
 def read_results(work_dir: Path, report_json: Path) -> dict[str, dict]:
@@ -538,6 +585,14 @@ def final_lines(results: dict[str, dict], finals: dict[str, Run], last: int) -> 
             lines.append(f"Train min on `{machine}`: " + ", ".join(
                 f"{model} {mean(m):.1f}" for model, m in minutes.items())
                 + f"; resmlp / transformer {mean(minutes['resmlp']) / mean(minutes['transformer']):.2f}x.")
+    for record in (r for records in done.values() for r in records if r.get("equal_time", {}).get("against") in results):
+        stopped, first = record["equal_time"], results[record["equal_time"]["against"]]
+        points = {first["model"]: (*first["bleu"][-1], first["train_wall_s"]),
+                  record["model"]: (stopped["update"], stopped["bleu"], stopped["train_wall_s"])}
+        lines.append(f"At equal train time on `{record['cpu']}` (seed {record['seed']}): " + "; ".join(
+            f"{model} update {update}, {seconds / 60:.1f} min, BLEU {_fmt(bleu)}"
+            for model, (update, bleu, seconds) in points.items())
+            + f"; resmlp / transformer {points['resmlp'][1] / points['transformer'][1]:.2f}x.")
     return lines
 
 
