@@ -15,7 +15,7 @@ label smoothing 0.1 and number of updates; sacreBLEU and chrF2 on all 1,007 vers
    choices less those that go beyond the paper's model (:data:`RESEARCH_ONLY`); then, at the rate found,
    all its choices, and the architecture's defaults: the ladder's choices with the next best option where
    one breaks a guarantee of the tests (:data:`UNSAFE_DEFAULTS`);
-4. **final**: each model's best confirm run again with seed 2, the two back to back (:func:`final_pair`),
+4. **final**: each model's best confirm run of the tuning again with seed 2, back to back (:func:`final_pair`),
    the faster first; the second is also scored where its training time reaches the first's (at equal
    training wall time on one machine), then trained on to its last update.
 
@@ -231,6 +231,7 @@ def plan(results: dict[str, dict]) -> Plan:
     recipe's rate; last, the final pair's second seeds."""
     runs: list[Run] = []
     chosen, tuned, defaults, confirm_rate = {}, {}, {}, {}
+    contenders: list[Run] = []  # the tuning's confirm runs: the final pair is chosen among them
     for model, paper, factors in (("transformer", (), TRANSFORMER_FACTORS), ("resmlp", PAPER_RESMLP, RESMLP_FACTORS)):
         rate_settings = factor_settings(Setting(model, "paper", paper), LEARNING_RATE, factors[LEARNING_RATE])
         runs.append(Run(model, "confirm", "paper", paper, 1))
@@ -273,23 +274,26 @@ def plan(results: dict[str, dict]) -> Plan:
         lower = [o for o in factors[LEARNING_RATE] if float(o) <= float(rate.best)]
         lower.sort(key=lambda o: o != rate.best)  # the ladder starts at the screen's rate
         ladder = {o: with_changes(rate_settings[o], allowed, factors) for o in lower}
+        tuning = len(runs)
         decision = screen(ladder, results, runs, ordered=True, size="confirm", seeds=SEEDS[:1])
         if decision is not None:
             confirm_rate[model] = decision.best
             runs += [with_changes(rate_settings[decision.best], picked, factors).run(1, "confirm")
                      for picked in (changed, safe)]
-    finals = final_pair(runs, results, confirm_rate)
+        ran = [setting.run(1, "confirm") for setting in ladder.values()]
+        contenders += [run for run in ran if run.key in results] + runs[tuning:]
+    finals = final_pair(contenders, results, confirm_rate)
     runs += [dataclasses.replace(run, seed=seed) for run in finals.values() for seed in SEEDS[1:]]
     return Plan(list({run.key: run for run in runs}.values()), chosen, tuned, defaults, confirm_rate, finals)
 
 
-def final_pair(runs: list[Run], results: dict[str, dict], confirm_rate: dict[str, str]) -> dict[str, Run]:
-    """model -> its best confirm run by final BLEU, once every confirm run of both models has finished, the
-    faster of the two first. The pair gets its other seeds: one seed decided the confirm ladders, and the
+def final_pair(contenders: list[Run], results: dict[str, dict], confirm_rate: dict[str, str]) -> dict[str, Run]:
+    """model -> its best confirm run by final BLEU among ``contenders`` (the tuning's: the rate ladder, the
+    tuned setting and the defaults), once all of both models' have finished, the faster of the two first. The
+    paper's model at the recipe's rate is a reference and not waited for, unless the ladder reaches that rate. The pair gets its other seeds: one seed decided the confirm ladders, and the
     headline comparison should not rest on one; run back to back on one machine, the second also stops at
     the first one's training time to be scored there (:func:`equal_time_stop`)."""
-    confirmed = {model: [run for run in runs if run.model == model and run.size == "confirm"]
-                 for model in ("transformer", "resmlp")}
+    confirmed = {model: [run for run in contenders if run.model == model] for model in ("transformer", "resmlp")}
     if set(confirm_rate) != set(confirmed) or not all(run.key in results for group in confirmed.values()
                                                       for run in group):
         return {}
