@@ -290,9 +290,10 @@ def plan(results: dict[str, dict]) -> Plan:
 def final_pair(contenders: list[Run], results: dict[str, dict], confirm_rate: dict[str, str]) -> dict[str, Run]:
     """model -> its best confirm run by final BLEU among ``contenders`` (the tuning's: the rate ladder, the
     tuned setting and the defaults), once all of both models' have finished, the faster of the two first. The
-    paper's model at the recipe's rate is a reference and not waited for, unless the ladder reaches that rate. The pair gets its other seeds: one seed decided the confirm ladders, and the
-    headline comparison should not rest on one; run back to back on one machine, the second also stops at
-    the first one's training time to be scored there (:func:`equal_time_stop`)."""
+    paper's model at the recipe's rate is a reference and not waited for, unless the ladder reaches that rate.
+    The pair gets its other seeds: one seed decided the confirm ladders, and the headline comparison should
+    not rest on one; run back to back on one machine, the second also stops at the first one's training time
+    to be scored there (:func:`equal_time_stop`)."""
     confirmed = {model: [run for run in contenders if run.model == model] for model in ("transformer", "resmlp")}
     if set(confirm_rate) != set(confirmed) or not all(run.key in results for group in confirmed.values()
                                                       for run in group):
