@@ -13,7 +13,7 @@ from resmlp_suite.device_info import device_name, machine_id
 from resmlp_suite.translation import study
 from resmlp_suite.translation.demo import prepare_bible, train_args
 from resmlp_suite.translation.fairseq_tools import run_fairseq
-from resmlp_suite.translation.study import PAPER_RESMLP, QUICK_SIZES, Run, plan
+from resmlp_suite.translation.study import AVERAGING, PAPER_RESMLP, QUICK_SIZES, SEEDS, Run, plan
 from resmlp_suite.translation.training_log import read_training_log
 
 
@@ -75,6 +75,36 @@ def test_a_run_stopped_at_another_runs_time_is_scored_there_then_trained_on_as_i
     assert read_training_log(never_stopped).valid_loss == [pair for pair in record["valid_loss"] if pair[0] != update]
 
 
+def test_an_averaging_run_is_scored_with_its_last_checkpoint_and_its_last_ones_averaged(tmp_path):
+    """One training, a checkpoint every update here (every 1/30 of the updates), each one validated; scored
+    with the last checkpoint and with the last 5 and 10 averaged; the weights are deleted, the scores kept.
+    The report puts both models' scores side by side, with each model's mean change and their ratio."""
+    size = dataclasses.replace(QUICK_SIZES["screen"], max_update=12, validate_every=4)
+    _, data_bin, references = prepare_bible(tmp_path, size)
+    run = Run("transformer", AVERAGING, "paper", (), 1)
+    record = study.execute(run, {AVERAGING: size}, data_bin, references, tmp_path)
+    assert [update for update, _ in record["valid_loss"]] == list(range(1, 13)) and record["bleu"][0][0] == 12
+    assert [a["updates"] for a in record["averaged"]] == [list(range(8, 13)), list(range(3, 13))]
+    for averaged in record["averaged"]:
+        assert 0 <= averaged["bleu"] <= 100 and 0 <= averaged["chrf"] <= 100
+        assert (tmp_path / run.key / f"generate_average{len(averaged['updates'])}" / "generate-test.txt").is_file()
+    assert not list((tmp_path / run.key / "checkpoints").glob("*.pt"))
+
+    def scored(model: str, seed: int, last: float, averaged: tuple[float, float]) -> dict:
+        return {**_record(Run(model, AVERAGING, "tuned", (), seed), last, "cpu"), "averaged": [
+            {"updates": list(range(1500 - 50 * (n - 1), 1501, 50)), "bleu": b, "chrf": 40.0}
+            for n, b in zip(study.AVERAGE_LAST, averaged)]}
+
+    runs = (scored("transformer", 1, 20.0, (20.5, 21.0)), scored("transformer", 2, 22.0, (22.5, 23.0)),
+            scored("resmlp", 1, 21.0, (22.0, 22.0)))
+    results = {r["key"]: r for r in runs}
+    report = study.write_report(results, study.SIZES, tmp_path / "study", "test", "cpu").read_text()
+    assert "| resmlp | tuned | 1 | 21.00 | 22.00 (1300-1500) | 22.00 (1050-1500) | 50.00 | 40.00 | 40.00 |" in report
+    assert ("- transformer, mean BLEU: last 21.00; last 5 averaged 21.50 (+0.50); last 10 averaged 22.00 (+1.00)."
+            in report)
+    assert "- resmlp / transformer: last 1.00x; last 5 averaged 1.02x; last 10 averaged 1.00x." in report
+
+
 def _score(results: dict, bleus: dict[str, float]) -> dict:
     return {**results, **{key: {"bleu": [[1500, bleu]]} for key, bleu in bleus.items()}}
 
@@ -117,6 +147,7 @@ def test_plan_climbs_the_rate_ladder_reseeds_close_options_then_combines_the_cho
     assert combined.options == ("--token-mixer", "toeplitz", "--token-mixer-init", "trunc_normal", "--normalization",
                                 "layernorm", "--output-normalization", "same", "--layerscale-init", "0.2", "--lr", "4e-3")
     assert combined.run(1, "confirm") in study.runs and Run("resmlp", "confirm", "paper", PAPER_RESMLP, 1) in study.runs
+    assert {combined.run(seed, AVERAGING) for seed in SEEDS} <= set(study.runs)  # its checkpoints averaged
     # a Toeplitz A is still one linear map over the tokens; LayerNorm before the output projection fails the
     # toy reversal, and the next best normalisation is the paper's Affine (13.0 against 10.0)
     assert study.defaults["resmlp"].label == "learning rate=4e-3, token mixer=toeplitz"

@@ -131,12 +131,12 @@ def model_args(name: str, size: DemoSize) -> list[str]:
 
 
 def train_args(name: str, size: DemoSize, data_bin: Path, save_dir: Path, seed: int = 1,
-               options: Sequence[str] = (), keep_checkpoints: int = 1) -> list[str]:
+               options: Sequence[str] = (), keep_checkpoints: int = 1, save_every: Optional[int] = None) -> list[str]:
     """The shared budget: same data, batch, optimiser, schedule, updates and validation points.
 
     The size's ``model_options`` for this model, then ``options`` (model or recipe flags) come last, so
-    they override; ``keep_checkpoints`` interval checkpoints (one per validation) are kept besides
-    ``checkpoint_last.pt``.
+    they override; ``keep_checkpoints`` interval checkpoints (one every ``save_every`` updates, by default
+    at each validation; fairseq also validates where it saves) are kept besides ``checkpoint_last.pt``.
     """
     return [str(a) for a in [
         data_bin, "--user-dir", USER_DIR, "--task", "translation", "--source-lang", SOURCE, "--target-lang", TARGET,
@@ -145,7 +145,8 @@ def train_args(name: str, size: DemoSize, data_bin: Path, save_dir: Path, seed: 
         "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--clip-norm", 0.0,
         "--lr", size.lr, "--lr-scheduler", "inverse_sqrt", "--warmup-updates", size.warmup_updates,
         "--max-tokens", size.max_tokens, "--max-update", size.updates_of(name), "--seed", seed, "--num-workers", 0,
-        "--validate-interval-updates", size.validate_every, "--save-interval-updates", size.validate_every,
+        "--validate-interval-updates", size.validate_every,
+        "--save-interval-updates", save_every or size.validate_every,
         "--keep-interval-updates", keep_checkpoints, "--no-epoch-checkpoints", "--save-dir", save_dir,
         "--log-format", "json", "--log-interval", max(size.validate_every // 5, 1), "--no-progress-bar",
         *size.model_options.get(name, ()), *options,

@@ -17,7 +17,9 @@ label smoothing 0.1 and number of updates; sacreBLEU and chrF2 on all 1,007 vers
    one breaks a guarantee of the tests (:data:`UNSAFE_DEFAULTS`);
 4. **final**: each model's best confirm run of the tuning again with seed 2, back to back (:func:`final_pair`),
    the faster first; the second is also scored where its training time reaches the first's (at equal
-   training wall time on one machine), then trained on to its last update.
+   training wall time on one machine), then trained on to its last update;
+5. **averaging** (the screen's size, both seeds): each model's tuned screen setting again, scored with its
+   last checkpoint and with its last checkpoints averaged (:data:`AVERAGE_LAST`).
 
 What runs next follows from what has finished (:func:`plan`), so the study can stop and go on anywhere.
 
@@ -53,15 +55,19 @@ from ..cli import user_errors
 from ..device_info import device_name, machine_id
 from ..files import atomic_write_text
 from ..plotting import plot_valid_loss
+from .average_checkpoints import average_checkpoints, last_checkpoints, save_checkpoint
 from .demo import QUICK, DemoSize, prepare_bible, train_args
 from .fairseq_tools import USER_DIR, run_fairseq
 from .generation import GenerationSettings, translate
 from .training_log import read_training_log
 
 _RECIPE = dict(max_tokens=4096, vocab_size=8000, lr=1e-3, warmup_updates=1000, dropout=0.1)
+_SCREEN = DemoSize(dim=128, ffn_dim=512, layers=2, heads=4, max_update=1500, validate_every=250, **_RECIPE)
+AVERAGING = "averaging"  # the screen's size: see AVERAGE_LAST
 SIZES = {
-    "screen": DemoSize(dim=128, ffn_dim=512, layers=2, heads=4, max_update=1500, validate_every=250, **_RECIPE),
+    "screen": _SCREEN,
     "confirm": DemoSize(dim=256, ffn_dim=1024, layers=3, heads=4, max_update=3000, validate_every=500, **_RECIPE),
+    AVERAGING: _SCREEN,
 }
 # Pipeline check in a minute or two (tests, --quick): tiny models on the gospels, Jude and Philemon.
 _QUICK = dict(max_tokens=1024, vocab_size=1000, lr=3e-3, warmup_updates=4, validate_every=4,
@@ -70,6 +76,7 @@ QUICK_SIZES = {
     "screen": DemoSize(dim=32, ffn_dim=64, layers=1, heads=2, max_update=4, **_QUICK),
     "confirm": DemoSize(dim=32, ffn_dim=64, layers=1, heads=2, max_update=8, **_QUICK),
 }
+QUICK_SIZES[AVERAGING] = QUICK_SIZES["screen"]
 SEEDS = (1, 2)
 # The paper's ResMLP, spelled out so that the study does not depend on the architecture's defaults.
 PAPER_RESMLP = ("--token-mixer", "dense", "--token-mixer-init", "trunc_normal", "--normalization", "affine",
@@ -101,6 +108,11 @@ UNSAFE_DEFAULTS = (("normalisation", "layernorm"),)
 LEARNING_RATE = "learning rate"
 TRANSFORMER_FACTORS = {factor: RESMLP_FACTORS[factor] for factor in (LEARNING_RATE, "dropout")}
 ORDERED = (LEARNING_RATE, "LayerScale init")  # searched as ladders (see screen)
+# Checkpoint averaging, which the paper leaves open (fairseq's WMT recipe averages the last 10): each model's
+# tuned screen setting trained again, saving every 1/AVERAGE_SAVES of its updates, and scored with its last
+# checkpoint and with the mean of its last n, for each n in AVERAGE_LAST. One training gives every score, so
+# their differences carry no seed noise. (A save also validates: these runs' times do not compare.)
+AVERAGE_SAVES, AVERAGE_LAST = 30, (5, 10)
 MARGIN = 1.0  # BLEU: options closer than this to the best get a second seed before one is chosen
 BEAM = GenerationSettings(beam=4, max_len_a=1.5, max_len_b=10)
 
@@ -260,6 +272,7 @@ def plan(results: dict[str, dict]) -> Plan:
                 picks.update({f: next(iter(factors[f])) for f in changed if f != decision.best})
         chosen[model], changed = picks, changes_of(picks, factors)
         tuned[model] = with_changes(best, changed, factors)
+        runs += [tuned[model].run(seed, AVERAGING) for seed in SEEDS]
         allowed = {f: o for f, o in changed.items() if (f, o) not in RESEARCH_ONLY}
         safe = {f: next(option for option in decisions[f].ranking if (f, option) not in UNSAFE_DEFAULTS)
                 if (f, o) in UNSAFE_DEFAULTS else o for f, o in allowed.items()}
@@ -353,8 +366,10 @@ def execute(run: Run, sizes: dict[str, DemoSize], data_bin: Path, references: Se
     if record_path.is_file():
         return json.loads(record_path.read_text())
     size = sizes[run.size]
+    save_every = max(size.max_update // AVERAGE_SAVES, 1) if run.size == AVERAGING else size.validate_every
+    keep = size.max_update // save_every
     args = train_args(run.model, size, data_bin, run_dir / "checkpoints", seed=run.seed, options=run.options,
-                      keep_checkpoints=size.max_update // size.validate_every)
+                      keep_checkpoints=keep, save_every=save_every)
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / "cpus.txt", "a", encoding="utf-8") as cpus:  # a resumed run may span machines
         cpus.write(this_machine() + "\n")
@@ -387,6 +402,15 @@ def execute(run: Run, sizes: dict[str, DemoSize], data_bin: Path, references: Se
               "cpu": " + ".join(sorted(set((run_dir / "cpus.txt").read_text(encoding="utf-8").splitlines())))}
     if equal_time_path.is_file():
         record["equal_time"] = json.loads(equal_time_path.read_text())
+    if run.size == AVERAGING:
+        record["averaged"] = []
+        for count in AVERAGE_LAST:
+            paths = last_checkpoints(run_dir / "checkpoints", min(count, keep), update_based=True)
+            averaged = run_dir / "checkpoints" / f"checkpoint_average{len(paths)}.pt"
+            save_checkpoint(average_checkpoints(paths), averaged)
+            scores = score(averaged, f"generate_average{len(paths)}")
+            record["averaged"].append({"updates": sorted(int(p.stem.rsplit("_", 1)[1]) for p in paths),
+                                       "bleu": scores[0], "chrf": scores[1]})
     atomic_write_text(record_path, json.dumps(record, indent=1))
     for checkpoint in (run_dir / "checkpoints").glob("checkpoint*.pt"):
         checkpoint.unlink()  # 30-odd runs: keep the scores and logs, not the weights
@@ -446,7 +470,7 @@ def setting_groups(results: dict[str, dict], study: Plan) -> dict[tuple[str, str
     """(size, model, label) -> the setting's run per seed, for every planned or finished setting, in table order."""
     known = study.runs + [Run(r["model"], r["size"], r["label"], merged(tuple(r["options"])), r["seed"])
                           for r in results.values()]  # records from before options were merged repeat flags
-    order = {"screen": 0, "confirm": 1, "transformer": 0, "resmlp": 1, "paper": 0}
+    order = {"screen": 0, "confirm": 1, AVERAGING: 2, "transformer": 0, "resmlp": 1, "paper": 0}
     groups: dict[tuple[str, str, str], list[Run]] = {}
     def rate_ordered(label: str) -> str:  # "learning rate=2e-3" before "learning rate=1.6e-2"
         return re.sub(r"(?<=learning rate=)[0-9.e-]+", lambda m: f"{float(m.group()):.6f}", label)
@@ -494,6 +518,9 @@ def write_report(results: dict[str, dict], sizes: dict[str, DemoSize], out: Path
     transformer_screen = screened.get("transformer", {}).get(reference)
     for size, s in sizes.items():
         lines += [f"## {size}: d {s.dim}, {s.layers}+{s.layers} layers, FFN {s.ffn_dim}, {s.max_update} updates", ""]
+        if size == AVERAGING:
+            lines += [*averaging_lines(results, groups), ""]
+            continue
         if size == "screen":
             lines += [f"vs transformer: mean BLEU over the best transformer's so far (`{reference}`).", "",
                       "| model | changed from the paper's model | BLEU per seed | BLEU mean | chrF2 mean | valid | "
@@ -570,6 +597,38 @@ def write_report(results: dict[str, dict], sizes: dict[str, DemoSize], out: Path
     atomic_write_text(out.with_suffix(".json"), json.dumps({"command": command, "device": device, "runs": results},
                                                            indent=1))
     return out.with_suffix(".md")
+
+
+def averaging_lines(results: dict[str, dict], groups: dict[tuple[str, str, str], list[Run]]) -> list[str]:
+    """Each averaging run's BLEU with its last checkpoint and with its last ones averaged; per model the mean
+    change, and resmlp / transformer at each."""
+    lines = [f"Each model's tuned screen setting trained again, saving a checkpoint every 1/{AVERAGE_SAVES} of "
+             "its updates, and scored with its last checkpoint and with the mean of its last "
+             f"{' and '.join(map(str, AVERAGE_LAST))}; the differences within a row come from one training.", "",
+             "| model | setting | seed | BLEU last | " + " | ".join(f"BLEU last {n} averaged" for n in AVERAGE_LAST)
+             + " | chrF2 last | " + " | ".join(f"chrF2 last {n}" for n in AVERAGE_LAST) + " |",
+             "| --- " * (4 + 2 * len(AVERAGE_LAST)) + "| --- |"]
+    means: dict[str, list[float]] = {}
+    for (size, model, label), runs in groups.items():
+        done = [results[run.key] for run in runs if size == AVERAGING and "averaged" in results.get(run.key, {})]
+        for r in done:
+            bleu = [r["bleu"][-1][1], *(a["bleu"] for a in r["averaged"])]
+            chrf = [r["chrf"][-1][1], *(a["chrf"] for a in r["averaged"])]
+            spans = [f"{_fmt(a['bleu'])} ({a['updates'][0]}-{a['updates'][-1]})" for a in r["averaged"]]
+            lines.append(f"| {model} | {label} | {r['seed']} | {_fmt(bleu[0])} | {' | '.join(spans)} | "
+                         + " | ".join(map(_fmt, chrf)) + " |")
+        if done:
+            means[model] = [mean(column) for column in zip(*([r["bleu"][-1][1], *(a["bleu"] for a in r["averaged"])]
+                                                               for r in done))]
+    lines.append("")
+    for model, bleu in means.items():
+        lines.append(f"- {model}, mean BLEU: last {_fmt(bleu[0])}; " + "; ".join(
+            f"last {n} averaged {_fmt(b)} ({b - bleu[0]:+.2f})" for n, b in zip(AVERAGE_LAST, bleu[1:])) + ".")
+    if set(means) == {"resmlp", "transformer"}:
+        ratios = [r / t for r, t in zip(means["resmlp"], means["transformer"])]
+        lines.append(f"- resmlp / transformer: last {ratios[0]:.2f}x; " + "; ".join(
+            f"last {n} averaged {ratio:.2f}x" for n, ratio in zip(AVERAGE_LAST, ratios[1:])) + ".")
+    return lines
 
 
 def final_lines(results: dict[str, dict], finals: dict[str, Run], last: int) -> list[str]:
