@@ -240,7 +240,8 @@ def plan(results: dict[str, dict]) -> Plan:
     kept only if it beats each change alone (second seeds where within MARGIN); then the confirm size: the
     rate again, as a ladder down from the screen's (with the choices less the RESEARCH_ONLY ones, one seed),
     the tuned setting and the architecture's defaults at the rate it finds, and the paper's model at the
-    recipe's rate; last, the final pair's second seeds."""
+    recipe's rate; last, the final pair's second seeds. Once a model's screen is settled, its tuned setting also
+    runs again at the screen's size with both seeds, for checkpoint averaging."""
     runs: list[Run] = []
     chosen, tuned, defaults, confirm_rate = {}, {}, {}, {}
     contenders: list[Run] = []  # the tuning's confirm runs: the final pair is chosen among them
@@ -610,7 +611,9 @@ def averaging_lines(results: dict[str, dict], groups: dict[tuple[str, str, str],
              "| --- " * (4 + 2 * len(AVERAGE_LAST)) + "| --- |"]
     means: dict[str, list[float]] = {}
     for (size, model, label), runs in groups.items():
-        done = [results[run.key] for run in runs if size == AVERAGING and "averaged" in results.get(run.key, {})]
+        if size != AVERAGING:
+            continue
+        done = [results[run.key] for run in runs if "averaged" in results.get(run.key, {})]
         for r in done:
             bleu = [r["bleu"][-1][1], *(a["bleu"] for a in r["averaged"])]
             chrf = [r["chrf"][-1][1], *(a["chrf"] for a in r["averaged"])]
