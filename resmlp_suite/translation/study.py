@@ -613,16 +613,15 @@ def averaging_lines(results: dict[str, dict], groups: dict[tuple[str, str, str],
     for (size, model, label), runs in groups.items():
         if size != AVERAGING:
             continue
-        done = [results[run.key] for run in runs if "averaged" in results.get(run.key, {})]
-        for r in done:
-            bleu = [r["bleu"][-1][1], *(a["bleu"] for a in r["averaged"])]
+        bleus = []  # per finished run: last, then each average
+        for r in (results[run.key] for run in runs if "averaged" in results.get(run.key, {})):
+            bleus.append([r["bleu"][-1][1], *(a["bleu"] for a in r["averaged"])])
             chrf = [r["chrf"][-1][1], *(a["chrf"] for a in r["averaged"])]
             spans = [f"{_fmt(a['bleu'])} ({a['updates'][0]}-{a['updates'][-1]})" for a in r["averaged"]]
-            lines.append(f"| {model} | {label} | {r['seed']} | {_fmt(bleu[0])} | {' | '.join(spans)} | "
+            lines.append(f"| {model} | {label} | {r['seed']} | {_fmt(bleus[-1][0])} | {' | '.join(spans)} | "
                          + " | ".join(map(_fmt, chrf)) + " |")
-        if done:
-            means[model] = [mean(column) for column in zip(*([r["bleu"][-1][1], *(a["bleu"] for a in r["averaged"])]
-                                                               for r in done))]
+        if bleus:
+            means[model] = [mean(column) for column in zip(*bleus)]
     lines.append("")
     for model, bleu in means.items():
         lines.append(f"- {model}, mean BLEU: last {_fmt(bleu[0])}; " + "; ".join(
