@@ -13,7 +13,7 @@ from resmlp_suite.device_info import device_name, machine_id
 from resmlp_suite.translation import study
 from resmlp_suite.translation.demo import prepare_bible, train_args
 from resmlp_suite.translation.fairseq_tools import run_fairseq
-from resmlp_suite.translation.study import AVERAGING, PAPER_RESMLP, QUICK_SIZES, SEEDS, Run, plan
+from resmlp_suite.translation.study import AVERAGING, FINAL_AVERAGING, PAPER_RESMLP, QUICK_SIZES, SEEDS, Run, plan
 from resmlp_suite.translation.training_log import read_training_log
 
 
@@ -90,19 +90,26 @@ def test_an_averaging_run_is_scored_with_its_last_checkpoint_and_its_last_ones_a
         assert (tmp_path / run.key / f"generate_average{len(averaged['updates'])}" / "generate-test.txt").is_file()
     assert not list((tmp_path / run.key / "checkpoints").glob("*.pt"))
 
-    def scored(model: str, seed: int, last: float, averaged: tuple[float, float]) -> dict:
-        return {**_record(Run(model, AVERAGING, "tuned", (), seed), last, "cpu"), "averaged": [
-            {"updates": list(range(1500 - 50 * (n - 1), 1501, 50)), "bleu": b, "chrf": 40.0}
+    def scored(model: str, seed: int, last: float, averaged: tuple[float, float], size: str = AVERAGING) -> dict:
+        every = study.SIZES[size].max_update // study.AVERAGE_SAVES
+        return {**_record(Run(model, size, "tuned", (), seed), last, "cpu"), "averaged": [
+            {"updates": list(range(study.SIZES[size].max_update - every * (n - 1), study.SIZES[size].max_update + 1,
+                                   every)), "bleu": b, "chrf": 40.0}
             for n, b in zip(study.AVERAGE_LAST, averaged)]}
 
     runs = (scored("transformer", 1, 20.0, (20.5, 21.0)), scored("transformer", 2, 22.0, (22.5, 23.0)),
-            scored("resmlp", 1, 21.0, (22.0, 22.0)))
+            scored("resmlp", 1, 21.0, (22.0, 22.0)), scored("resmlp", 1, 27.0, (28.0, 27.5), FINAL_AVERAGING))
     results = {r["key"]: r for r in runs}
     report = study.write_report(results, study.SIZES, tmp_path / "study", "test", "cpu").read_text()
-    assert "| resmlp | tuned | 1 | 21.00 | 22.00 (1300-1500) | 22.00 (1050-1500) | 50.00 | 40.00 | 40.00 |" in report
+    screen_size, final_size = report.split("## final-averaging: d 256, 3+3 layers")
+    assert "| resmlp | tuned | 1 | 21.00 | 22.00 (1300-1500) | 22.00 (1050-1500) | 50.00 | 40.00 | 40.00 |" in screen_size
     assert ("- transformer, mean BLEU: last 21.00; last 5 averaged 21.50 (+0.50); last 10 averaged 22.00 (+1.00)."
-            in report)
-    assert "- resmlp / transformer: last 1.00x; last 5 averaged 1.02x; last 10 averaged 1.00x." in report
+            in screen_size)
+    assert "- resmlp / transformer: last 1.00x; last 5 averaged 1.02x; last 10 averaged 1.00x." in screen_size
+    # the confirm size's averaging runs in a section of their own, without the screen's
+    assert final_size.count("| resmlp | tuned |") == 1 and "| transformer |" not in final_size.split("Choices")[0]
+    assert "| resmlp | tuned | 1 | 27.00 | 28.00 (2600-3000) | 27.50 (2100-3000) |" in final_size
+    assert "- resmlp, mean BLEU: last 27.00; last 5 averaged 28.00 (+1.00)" in final_size
 
 
 def _score(results: dict, bleus: dict[str, float]) -> dict:
@@ -217,8 +224,11 @@ def test_the_final_pair_waits_for_every_tuning_run_then_reseeds_each_models_best
     first, second = (dataclasses.replace(run, seed=2) for run in current.finals.values())
     seed_1_seconds = [results[run.key]["train_wall_s"] for run in current.finals.values()]
     assert seed_1_seconds == sorted(seed_1_seconds)  # the faster first
+    # and the pair is trained again with both seeds, for checkpoint averaging
+    averaged = [dataclasses.replace(run, size=FINAL_AVERAGING, seed=seed).key
+                for run in current.finals.values() for seed in SEEDS]
     assert sorted(run.key for run in current.runs if run.key not in results) == sorted([first.key, second.key,
-                                                                                         reference])
+                                                                                         reference, *averaged])
     # a finished ladder run that the plan no longer lists is still a contender
     assert ladders
     ahead = {**results, ladders[0]: {**results[ladders[0]], "bleu": [[1500, 90.0], [3000, 99.0]]}}
@@ -234,7 +244,7 @@ def test_the_final_pair_waits_for_every_tuning_run_then_reseeds_each_models_best
         assert study.equal_time_stop(first, current.finals, results) is None
     results[second.key] = {**_record(second, 26.0, here), "equal_time": {
         "against": first.key, "minutes": 40.0, "update": 2500, "train_wall_s": 2410, "bleu": 24.0, "chrf": 48.0}}
-    assert [run.key for run in plan(results).runs if run.key not in results] == [reference]  # nothing after the pair
+    assert [run.key for run in plan(results).runs if run.key not in results] == [reference, *averaged]
     lines = study.final_lines(results, current.finals, 3000)
     assert " / 25.00 (" in lines[0] and sorted(line.split("`")[1] for line in lines[1:3]) == sorted(["cpu A", here])
     resmlp, transformer = (25.0, 24.0) if first.model == "resmlp" else (24.0, 25.0)

@@ -19,7 +19,8 @@ label smoothing 0.1 and number of updates; sacreBLEU and chrF2 on all 1,007 vers
    the faster first; the second is also scored where its training time reaches the first's (at equal
    training wall time on one machine), then trained on to its last update;
 5. **averaging** (the screen's size, both seeds): each model's tuned screen setting again, scored with its
-   last checkpoint and with its last checkpoints averaged (:data:`AVERAGE_LAST`).
+   last checkpoint and with its last checkpoints averaged (:data:`AVERAGE_LAST`); **final-averaging**: the
+   same for the final pair, at the confirm size.
 
 What runs next follows from what has finished (:func:`plan`), so the study can stop and go on anywhere.
 
@@ -63,12 +64,9 @@ from .training_log import read_training_log
 
 _RECIPE = dict(max_tokens=4096, vocab_size=8000, lr=1e-3, warmup_updates=1000, dropout=0.1)
 _SCREEN = DemoSize(dim=128, ffn_dim=512, layers=2, heads=4, max_update=1500, validate_every=250, **_RECIPE)
-AVERAGING = "averaging"  # the screen's size: see AVERAGE_LAST
-SIZES = {
-    "screen": _SCREEN,
-    "confirm": DemoSize(dim=256, ffn_dim=1024, layers=3, heads=4, max_update=3000, validate_every=500, **_RECIPE),
-    AVERAGING: _SCREEN,
-}
+_CONFIRM = DemoSize(dim=256, ffn_dim=1024, layers=3, heads=4, max_update=3000, validate_every=500, **_RECIPE)
+AVERAGING, FINAL_AVERAGING = "averaging", "final-averaging"  # see AVERAGE_LAST
+SIZES = {"screen": _SCREEN, "confirm": _CONFIRM, AVERAGING: _SCREEN, FINAL_AVERAGING: _CONFIRM}
 # Pipeline check in a minute or two (tests, --quick): tiny models on the gospels, Jude and Philemon.
 _QUICK = dict(max_tokens=1024, vocab_size=1000, lr=3e-3, warmup_updates=4, validate_every=4,
               valid_books=QUICK.valid_books, test_books=QUICK.test_books, train_books=QUICK.train_books)
@@ -76,7 +74,7 @@ QUICK_SIZES = {
     "screen": DemoSize(dim=32, ffn_dim=64, layers=1, heads=2, max_update=4, **_QUICK),
     "confirm": DemoSize(dim=32, ffn_dim=64, layers=1, heads=2, max_update=8, **_QUICK),
 }
-QUICK_SIZES[AVERAGING] = QUICK_SIZES["screen"]
+QUICK_SIZES.update({AVERAGING: QUICK_SIZES["screen"], FINAL_AVERAGING: QUICK_SIZES["confirm"]})
 SEEDS = (1, 2)
 # The paper's ResMLP, spelled out so that the study does not depend on the architecture's defaults.
 PAPER_RESMLP = ("--token-mixer", "dense", "--token-mixer-init", "trunc_normal", "--normalization", "affine",
@@ -108,10 +106,11 @@ UNSAFE_DEFAULTS = (("normalisation", "layernorm"),)
 LEARNING_RATE = "learning rate"
 TRANSFORMER_FACTORS = {factor: RESMLP_FACTORS[factor] for factor in (LEARNING_RATE, "dropout")}
 ORDERED = (LEARNING_RATE, "LayerScale init")  # searched as ladders (see screen)
-# Checkpoint averaging, which the paper leaves open (fairseq's WMT recipe averages the last 10): each model's
-# tuned screen setting trained again, saving every 1/AVERAGE_SAVES of its updates, and scored with its last
-# checkpoint and with the mean of its last n, for each n in AVERAGE_LAST. One training gives every score, so
-# their differences carry no seed noise. (A save also validates: these runs' times do not compare.)
+# Checkpoint averaging, which the paper leaves open (fairseq's WMT recipe averages the last 10): a setting
+# trained again, saving every 1/AVERAGE_SAVES of its updates, and scored with its last checkpoint and with the
+# mean of its last n, for each n in AVERAGE_LAST. One training gives every score, so their differences carry
+# no seed noise. (A save also validates: these runs' times do not compare.) Size -> what it trains again.
+AVERAGED = {AVERAGING: "Each model's tuned screen setting", FINAL_AVERAGING: "The final pair's settings"}
 AVERAGE_SAVES, AVERAGE_LAST = 30, (5, 10)
 MARGIN = 1.0  # BLEU: options closer than this to the best get a second seed before one is chosen
 BEAM = GenerationSettings(beam=4, max_len_a=1.5, max_len_b=10)
@@ -240,8 +239,8 @@ def plan(results: dict[str, dict]) -> Plan:
     kept only if it beats each change alone (second seeds where within MARGIN); then the confirm size: the
     rate again, as a ladder down from the screen's (with the choices less the RESEARCH_ONLY ones, one seed),
     the tuned setting and the architecture's defaults at the rate it finds, and the paper's model at the
-    recipe's rate; last, the final pair's second seeds. Once a model's screen is settled, its tuned setting also
-    runs again at the screen's size with both seeds, for checkpoint averaging."""
+    recipe's rate; last, the final pair's second seeds. For checkpoint averaging, with both seeds: once a
+    model's screen is settled, its tuned setting again at the screen's size; the final pair again."""
     runs: list[Run] = []
     chosen, tuned, defaults, confirm_rate = {}, {}, {}, {}
     contenders: list[Run] = []  # the tuning's confirm runs: the final pair is chosen among them
@@ -298,6 +297,7 @@ def plan(results: dict[str, dict]) -> Plan:
         contenders += [run for run in ran if run.key in results] + runs[tuning:]
     finals = final_pair(contenders, results, confirm_rate)
     runs += [dataclasses.replace(run, seed=seed) for run in finals.values() for seed in SEEDS[1:]]
+    runs += [dataclasses.replace(run, size=FINAL_AVERAGING, seed=seed) for run in finals.values() for seed in SEEDS]
     return Plan(list({run.key: run for run in runs}.values()), chosen, tuned, defaults, confirm_rate, finals)
 
 
@@ -367,7 +367,7 @@ def execute(run: Run, sizes: dict[str, DemoSize], data_bin: Path, references: Se
     if record_path.is_file():
         return json.loads(record_path.read_text())
     size = sizes[run.size]
-    save_every = max(size.max_update // AVERAGE_SAVES, 1) if run.size == AVERAGING else size.validate_every
+    save_every = max(size.max_update // AVERAGE_SAVES, 1) if run.size in AVERAGED else size.validate_every
     keep = size.max_update // save_every
     args = train_args(run.model, size, data_bin, run_dir / "checkpoints", seed=run.seed, options=run.options,
                       keep_checkpoints=keep, save_every=save_every)
@@ -403,7 +403,7 @@ def execute(run: Run, sizes: dict[str, DemoSize], data_bin: Path, references: Se
               "cpu": " + ".join(sorted(set((run_dir / "cpus.txt").read_text(encoding="utf-8").splitlines())))}
     if equal_time_path.is_file():
         record["equal_time"] = json.loads(equal_time_path.read_text())
-    if run.size == AVERAGING:
+    if run.size in AVERAGED:
         record["averaged"] = []
         for count in AVERAGE_LAST:
             paths = last_checkpoints(run_dir / "checkpoints", min(count, keep), update_based=True)
@@ -471,7 +471,7 @@ def setting_groups(results: dict[str, dict], study: Plan) -> dict[tuple[str, str
     """(size, model, label) -> the setting's run per seed, for every planned or finished setting, in table order."""
     known = study.runs + [Run(r["model"], r["size"], r["label"], merged(tuple(r["options"])), r["seed"])
                           for r in results.values()]  # records from before options were merged repeat flags
-    order = {"screen": 0, "confirm": 1, AVERAGING: 2, "transformer": 0, "resmlp": 1, "paper": 0}
+    order = {"screen": 0, "confirm": 1, AVERAGING: 2, FINAL_AVERAGING: 3, "transformer": 0, "resmlp": 1, "paper": 0}
     groups: dict[tuple[str, str, str], list[Run]] = {}
     def rate_ordered(label: str) -> str:  # "learning rate=2e-3" before "learning rate=1.6e-2"
         return re.sub(r"(?<=learning rate=)[0-9.e-]+", lambda m: f"{float(m.group()):.6f}", label)
@@ -519,8 +519,8 @@ def write_report(results: dict[str, dict], sizes: dict[str, DemoSize], out: Path
     transformer_screen = screened.get("transformer", {}).get(reference)
     for size, s in sizes.items():
         lines += [f"## {size}: d {s.dim}, {s.layers}+{s.layers} layers, FFN {s.ffn_dim}, {s.max_update} updates", ""]
-        if size == AVERAGING:
-            lines += [*averaging_lines(results, groups), ""]
+        if size in AVERAGED:
+            lines += [*averaging_lines(results, groups, size), ""]
             continue
         if size == "screen":
             lines += [f"vs transformer: mean BLEU over the best transformer's so far (`{reference}`).", "",
@@ -600,18 +600,18 @@ def write_report(results: dict[str, dict], sizes: dict[str, DemoSize], out: Path
     return out.with_suffix(".md")
 
 
-def averaging_lines(results: dict[str, dict], groups: dict[tuple[str, str, str], list[Run]]) -> list[str]:
-    """Each averaging run's BLEU with its last checkpoint and with its last ones averaged; per model the mean
-    change, and resmlp / transformer at each."""
-    lines = [f"Each model's tuned screen setting trained again, saving a checkpoint every 1/{AVERAGE_SAVES} of "
+def averaging_lines(results: dict[str, dict], groups: dict[tuple[str, str, str], list[Run]], size: str) -> list[str]:
+    """The BLEU of each averaging run of ``size`` with its last checkpoint and with its last ones averaged; per
+    model the mean change, and resmlp / transformer at each."""
+    lines = [f"{AVERAGED[size]} trained again, saving a checkpoint every 1/{AVERAGE_SAVES} of "
              "its updates, and scored with its last checkpoint and with the mean of its last "
              f"{' and '.join(map(str, AVERAGE_LAST))}; the differences within a row come from one training.", "",
              "| model | setting | seed | BLEU last | " + " | ".join(f"BLEU last {n} averaged" for n in AVERAGE_LAST)
              + " | chrF2 last | " + " | ".join(f"chrF2 last {n}" for n in AVERAGE_LAST) + " |",
              "| --- " * (4 + 2 * len(AVERAGE_LAST)) + "| --- |"]
     means: dict[str, list[float]] = {}
-    for (size, model, label), runs in groups.items():
-        if size != AVERAGING:
+    for (run_size, model, label), runs in groups.items():
+        if run_size != size:
             continue
         bleus = []  # per finished run: last, then each average
         for r in (results[run.key] for run in runs if "averaged" in results.get(run.key, {})):
