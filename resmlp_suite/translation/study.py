@@ -602,34 +602,38 @@ def write_report(results: dict[str, dict], sizes: dict[str, DemoSize], out: Path
 
 def averaging_lines(results: dict[str, dict], groups: dict[tuple[str, str, str], list[Run]], size: str) -> list[str]:
     """The BLEU of each averaging run of ``size`` with its last checkpoint and with its last ones averaged; per
-    model the mean change, and resmlp / transformer at each."""
+    model the mean change, and resmlp / transformer at each over the seeds that both have run."""
     lines = [f"{AVERAGED[size]} trained again, saving a checkpoint every 1/{AVERAGE_SAVES} of "
              "its updates, and scored with its last checkpoint and with the mean of its last "
              f"{' and '.join(map(str, AVERAGE_LAST))}; the differences within a row come from one training.", "",
              "| model | setting | seed | BLEU last | " + " | ".join(f"BLEU last {n} averaged" for n in AVERAGE_LAST)
              + " | chrF2 last | " + " | ".join(f"chrF2 last {n}" for n in AVERAGE_LAST) + " |",
              "| --- " * (4 + 2 * len(AVERAGE_LAST)) + "| --- |"]
-    means: dict[str, list[float]] = {}
+    bleus: dict[str, dict[int, list[float]]] = {}  # model -> seed -> BLEU last, then each average
     for (run_size, model, label), runs in groups.items():
         if run_size != size:
             continue
-        bleus = []  # per finished run: last, then each average
         for r in (results[run.key] for run in runs if "averaged" in results.get(run.key, {})):
-            bleus.append([r["bleu"][-1][1], *(a["bleu"] for a in r["averaged"])])
+            bleu = bleus.setdefault(model, {})[r["seed"]] = [r["bleu"][-1][1], *(a["bleu"] for a in r["averaged"])]
             chrf = [r["chrf"][-1][1], *(a["chrf"] for a in r["averaged"])]
             spans = [f"{_fmt(a['bleu'])} ({a['updates'][0]}-{a['updates'][-1]})" for a in r["averaged"]]
-            lines.append(f"| {model} | {label} | {r['seed']} | {_fmt(bleus[-1][0])} | {' | '.join(spans)} | "
+            lines.append(f"| {model} | {label} | {r['seed']} | {_fmt(bleu[0])} | {' | '.join(spans)} | "
                          + " | ".join(map(_fmt, chrf)) + " |")
-        if bleus:
-            means[model] = [mean(column) for column in zip(*bleus)]
     lines.append("")
-    for model, bleu in means.items():
+
+    def means(model: str, seeds: Sequence[int]) -> list[float]:
+        return [mean(column) for column in zip(*(bleus[model][seed] for seed in seeds))]
+
+    for model, per_seed in bleus.items():
+        bleu = means(model, sorted(per_seed))
         lines.append(f"- {model}, mean BLEU: last {_fmt(bleu[0])}; " + "; ".join(
             f"last {n} averaged {_fmt(b)} ({b - bleu[0]:+.2f})" for n, b in zip(AVERAGE_LAST, bleu[1:])) + ".")
-    if set(means) == {"resmlp", "transformer"}:
-        ratios = [r / t for r, t in zip(means["resmlp"], means["transformer"])]
-        lines.append(f"- resmlp / transformer: last {ratios[0]:.2f}x; " + "; ".join(
-            f"last {n} averaged {ratio:.2f}x" for n, ratio in zip(AVERAGE_LAST, ratios[1:])) + ".")
+    # a seed moves BLEU about as much as averaging: the ratio pairs the models' runs by seed
+    paired = sorted(set(bleus.get("resmlp", {})) & set(bleus.get("transformer", {})))
+    if paired:
+        ratios = [r / t for r, t in zip(means("resmlp", paired), means("transformer", paired))]
+        lines.append(f"- resmlp / transformer, seed {' and '.join(map(str, paired))}: last {ratios[0]:.2f}x; "
+                     + "; ".join(f"last {n} averaged {ratio:.2f}x" for n, ratio in zip(AVERAGE_LAST, ratios[1:])) + ".")
     return lines
 
 
