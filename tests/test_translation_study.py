@@ -91,10 +91,10 @@ def test_an_averaging_run_is_scored_with_its_last_checkpoint_and_its_last_ones_a
     assert not list((tmp_path / run.key / "checkpoints").glob("*.pt"))
 
     def scored(model: str, seed: int, last: float, averaged: tuple[float, float], size: str = AVERAGING) -> dict:
-        every = study.SIZES[size].max_update // study.AVERAGE_SAVES
+        end = study.SIZES[size].max_update
+        every = end // study.AVERAGE_SAVES
         return {**_record(Run(model, size, "tuned", (), seed), last, "cpu"), "averaged": [
-            {"updates": list(range(study.SIZES[size].max_update - every * (n - 1), study.SIZES[size].max_update + 1,
-                                   every)), "bleu": b, "chrf": 40.0}
+            {"updates": list(range(end - every * (n - 1), end + 1, every)), "bleu": b, "chrf": 40.0}
             for n, b in zip(study.AVERAGE_LAST, averaged)]}
 
     runs = (scored("transformer", 1, 20.0, (20.5, 21.0)), scored("transformer", 2, 22.0, (22.5, 23.0)),

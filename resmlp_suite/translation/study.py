@@ -471,7 +471,7 @@ def setting_groups(results: dict[str, dict], study: Plan) -> dict[tuple[str, str
     """(size, model, label) -> the setting's run per seed, for every planned or finished setting, in table order."""
     known = study.runs + [Run(r["model"], r["size"], r["label"], merged(tuple(r["options"])), r["seed"])
                           for r in results.values()]  # records from before options were merged repeat flags
-    order = {"screen": 0, "confirm": 1, AVERAGING: 2, FINAL_AVERAGING: 3, "transformer": 0, "resmlp": 1, "paper": 0}
+    order = {**{size: i for i, size in enumerate(SIZES)}, "transformer": 0, "resmlp": 1, "paper": 0}
     groups: dict[tuple[str, str, str], list[Run]] = {}
     def rate_ordered(label: str) -> str:  # "learning rate=2e-3" before "learning rate=1.6e-2"
         return re.sub(r"(?<=learning rate=)[0-9.e-]+", lambda m: f"{float(m.group()):.6f}", label)
