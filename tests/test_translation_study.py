@@ -78,16 +78,21 @@ def test_a_run_stopped_at_another_runs_time_is_scored_there_then_trained_on_as_i
 def test_an_averaging_run_is_scored_with_its_last_checkpoint_and_its_last_ones_averaged(tmp_path):
     """One training, a checkpoint every update here (every 1/30 of the updates), each one validated; scored
     with the last checkpoint and with the last 5 and 10 averaged; the weights are deleted, the scores kept.
+    Stopped on its way at another run's time, it is also scored there with its checkpoints so far averaged.
     The report puts both models' scores side by side, with each model's mean change and their ratio by seed."""
     size = dataclasses.replace(QUICK_SIZES["screen"], max_update=12, validate_every=4)
     _, data_bin, references = prepare_bible(tmp_path, size)
     run = Run("transformer", AVERAGING, "paper", (), 1)
-    record = study.execute(run, {AVERAGING: size}, data_bin, references, tmp_path)
+    record = study.execute(run, {AVERAGING: size}, data_bin, references, tmp_path, stop=("the first", 0.001))
     assert [update for update, _ in record["valid_loss"]] == list(range(1, 13)) and record["bleu"][0][0] == 12
     assert [a["updates"] for a in record["averaged"]] == [list(range(8, 13)), list(range(3, 13))]
-    for averaged in record["averaged"]:
+    stopped = record["equal_time"]
+    update = stopped["update"]
+    assert 0 < update < 12 and [a["updates"] for a in stopped["averaged"]] == [  # fewer than 5 saved: one mean
+        list(range(max(update - n, 0) + 1, update + 1)) for n in sorted({min(n, update) for n in study.AVERAGE_LAST})]
+    for averaged, prefix in [(a, "") for a in record["averaged"]] + [(a, f"at_{update}_") for a in stopped["averaged"]]:
         assert 0 <= averaged["bleu"] <= 100 and 0 <= averaged["chrf"] <= 100
-        assert (tmp_path / run.key / f"generate_average{len(averaged['updates'])}" / "generate-test.txt").is_file()
+        assert (tmp_path / run.key / f"generate_{prefix}average{len(averaged['updates'])}" / "generate-test.txt").is_file()
     assert not list((tmp_path / run.key / "checkpoints").glob("*.pt"))
 
     def scored(model: str, seed: int, last: float, averaged: tuple[float, float], size: str = AVERAGING) -> dict:
@@ -98,8 +103,14 @@ def test_an_averaging_run_is_scored_with_its_last_checkpoint_and_its_last_ones_a
             for n, b in zip(study.AVERAGE_LAST, averaged)]}
 
     runs = (scored("transformer", 1, 20.0, (20.5, 21.0)), scored("transformer", 2, 22.0, (22.5, 23.0)),
-            scored("resmlp", 1, 21.0, (22.0, 22.0)), scored("resmlp", 1, 27.0, (28.0, 27.5), FINAL_AVERAGING))
+            scored("resmlp", 1, 21.0, (22.0, 22.0)), scored("resmlp", 1, 27.0, (28.0, 27.5), FINAL_AVERAGING),
+            scored("transformer", 1, 26.0, (27.0, 27.5), FINAL_AVERAGING))
     results = {r["key"]: r for r in runs}
+    # the second of the final pair, stopped at the first's training time (45 min) and scored there too
+    results[runs[-1]["key"]]["equal_time"] = {
+        "against": runs[-2]["key"], "minutes": 45.0, "update": 2600, "train_wall_s": 2710, "bleu": 25.0, "chrf": 48.0,
+        "averaged": [{"updates": list(range(2200, 2601, 100)), "bleu": 26.0, "chrf": 49.0},
+                     {"updates": list(range(1700, 2601, 100)), "bleu": 27.0, "chrf": 49.0}]}
     report = study.write_report(results, study.SIZES, tmp_path / "study", "test", "cpu").read_text()
     screen_size, final_size = report.split("## final-averaging: d 256, 3+3 layers")
     assert "| resmlp | tuned | 1 | 21.00 | 22.00 (1300-1500) | 22.00 (1050-1500) | 50.00 | 40.00 | 40.00 |" in screen_size
@@ -108,9 +119,14 @@ def test_an_averaging_run_is_scored_with_its_last_checkpoint_and_its_last_ones_a
     # the ratio over seed 1 alone, the one seed both models have
     assert "- resmlp / transformer, seed 1: last 1.05x; last 5 averaged 1.07x; last 10 averaged 1.05x." in screen_size
     # the confirm size's averaging runs in a section of their own, without the screen's
-    assert final_size.count("| resmlp | tuned |") == 1 and "| transformer |" not in final_size.split("Choices")[0]
+    assert final_size.count("| resmlp | tuned |") == 1 and final_size.count("| transformer | tuned |") == 1
     assert "| resmlp | tuned | 1 | 27.00 | 28.00 (2600-3000) | 27.50 (2100-3000) |" in final_size
     assert "- resmlp, mean BLEU: last 27.00; last 5 averaged 28.00 (+1.00)" in final_size
+    assert "- resmlp / transformer, seed 1: last 1.04x; last 5 averaged 1.04x; last 10 averaged 1.00x." in final_size
+    assert ("- At equal train time on `cpu` (seed 1): resmlp update 3000, 45.0 min, BLEU 27.00, last 5 averaged 28.00, "
+            "last 10 averaged 27.50; transformer update 2600, 45.2 min, BLEU 25.00, last 5 averaged 26.00, last 10 "
+            "averaged 27.00; resmlp / transformer 1.08x, last 5 averaged 1.08x, last 10 averaged 1.02x.") in final_size
+    assert "At equal train time" not in screen_size
 
 
 def _score(results: dict, bleus: dict[str, float]) -> dict:
@@ -236,13 +252,25 @@ def test_the_final_pair_waits_for_every_tuning_run_then_reseeds_each_models_best
     assert plan(ahead).finals[results[ladders[0]]["model"]].key == ladders[0]
     lines = study.final_lines(results, current.finals, 3000)
     assert lines[0].startswith("Final pair") and len(lines) == 2  # seed 1 of both on "cpu A"
-    # Back to back: the second stops at the first's time, but only where the first ran, on this machine.
-    assert study.equal_time_stop(second, current.finals, results) is None
+    # Back to back: the second stops at the first's time, but only where the first ran, on this machine, and
+    # only if the second has not trained elsewhere: seed 2 of the pair, and both seeds trained again for averaging.
+    first_averaged, second_averaged = (dataclasses.replace(run, size=FINAL_AVERAGING) for run in current.finals.values())
     here = study.this_machine()
-    for machine, stop in (("cpu B", None), (here, (first.key, 2400 / 60))):
-        results[first.key] = {**_record(first, 25.0, machine), "train_wall_s": 2400}
-        assert study.equal_time_stop(second, current.finals, results) == stop
-        assert study.equal_time_stop(first, current.finals, results) is None
+    for later, earlier in ((second, first), (second_averaged, first_averaged)):
+        assert study.equal_time_stop(later, current.finals, results, tmp_path) is None
+        for machine, stop in (("cpu B", None), (here, (earlier.key, 2400 / 60))):
+            results[earlier.key] = {**_record(earlier, 25.0, machine), "train_wall_s": 2400}
+            assert study.equal_time_stop(later, current.finals, results, tmp_path) == stop
+            assert study.equal_time_stop(earlier, current.finals, results, tmp_path) is None
+        (tmp_path / later.key).mkdir(parents=True)
+        (tmp_path / later.key / "cpus.txt").write_text(f"{here}\ncpu B\n")  # resumed here after another machine
+        assert study.equal_time_stop(later, current.finals, results, tmp_path) is None
+        (tmp_path / later.key / "cpus.txt").write_text(f"{here}\n")
+        assert study.equal_time_stop(later, current.finals, results, tmp_path) == (earlier.key, 40.0)
+    del results[first_averaged.key]
+    # the seed that chose the pair trained before the pair was known
+    assert study.equal_time_stop(dataclasses.replace(second, seed=1), current.finals,
+                                 {**results, dataclasses.replace(first, seed=1).key: results[first.key]}, tmp_path) is None
     results[second.key] = {**_record(second, 26.0, here), "equal_time": {
         "against": first.key, "minutes": 40.0, "update": 2500, "train_wall_s": 2410, "bleu": 24.0, "chrf": 48.0}}
     assert [run.key for run in plan(results).runs if run.key not in results] == [reference, *averaged]

@@ -20,7 +20,8 @@ label smoothing 0.1 and number of updates; sacreBLEU and chrF2 on all 1,007 vers
    training wall time on one machine), then trained on to its last update;
 5. **averaging** (the screen's size, both seeds): each model's tuned screen setting again, scored with its
    last checkpoint and with its last checkpoints averaged (:data:`AVERAGE_LAST`); **final-averaging**: the
-   same for the final pair, at the confirm size.
+   same for the final pair, at the confirm size, back to back as in the final stage: the second model is also
+   scored at the first one's training time, with its last checkpoints so far averaged there too.
 
 What runs next follows from what has finished (:func:`plan`), so the study can stop and go on anywhere.
 
@@ -321,13 +322,26 @@ def this_machine() -> str:
     return f"{device_name()}, machine {machine_id()}"
 
 
-def equal_time_stop(run: Run, finals: dict[str, Run], results: dict[str, dict]) -> Optional[tuple[str, float]]:
-    """(key, train minutes) of the final pair's first seed-2 run when ``run`` is the second and the first
-    has finished on this machine: the second is then also scored at that time; None otherwise."""
-    first, second = ([dataclasses.replace(final, seed=SEEDS[1]).key for final in finals.values()] or [None, None])
-    if run.key != second or first not in results or results[first]["cpu"] != this_machine():
+def equal_time_stop(run: Run, finals: dict[str, Run], results: dict[str, dict],
+                    work_dir: Path) -> Optional[tuple[str, float]]:
+    """(key, train minutes) of the final pair's first run at ``run``'s size and seed when ``run`` is the second
+    one's (a seed of the pair after the one that chose it, or either seed trained again for averaging) and both
+    have trained on this machine alone: the second is then also scored at the first one's time; None otherwise."""
+    if run.size not in ("confirm", FINAL_AVERAGING) or (run.size, run.seed) == ("confirm", SEEDS[0]):
+        return None
+    first, second = ([dataclasses.replace(final, size=run.size, seed=run.seed).key for final in finals.values()]
+                     or [None, None])
+    here = this_machine()
+    if (run.key != second or first not in results or results[first]["cpu"] != here
+            or not machines(work_dir / run.key) <= {here}):
         return None
     return first, results[first]["train_wall_s"] / 60
+
+
+def machines(run_dir: Path) -> set[str]:
+    """The machines a run has trained on so far: a resumed run may span several."""
+    path = run_dir / "cpus.txt"
+    return set(path.read_text(encoding="utf-8").splitlines()) if path.is_file() else set()
 
 
 def changes_of(picks: dict[str, str], factors: dict) -> dict[str, str]:
@@ -360,8 +374,8 @@ def execute(run: Run, sizes: dict[str, DemoSize], data_bin: Path, references: Se
 
     ``stop``: (another run's key, its train minutes): the training first stops at that time (fairseq's
     ``--stop-time-hours``, validation included, as in the record's ``train_wall_s``), its last checkpoint
-    is scored as ``equal_time``, then it goes on to its last update as if never stopped (the learning rate
-    does not depend on the number of updates)."""
+    is scored as ``equal_time`` (an averaging run also with its last checkpoints so far averaged), then it goes
+    on to its last update as if never stopped (the learning rate does not depend on the number of updates)."""
     run_dir = work_dir / run.key
     record_path = run_dir / "result.json"
     if record_path.is_file():
@@ -380,6 +394,18 @@ def execute(run: Run, sizes: dict[str, DemoSize], data_bin: Path, references: Se
         return (round(sacrebleu.corpus_bleu(hypotheses, [references]).score, 2),
                 round(sacrebleu.corpus_chrf(hypotheses, [references]).score, 2))
 
+    def score_averages(update: int, prefix: str) -> list[dict]:
+        """For each n in AVERAGE_LAST: the mean of the last n checkpoints saved by ``update``, scored."""
+        scored = []
+        for count in sorted({min(count, update // save_every) for count in AVERAGE_LAST} - {0}):
+            paths = last_checkpoints(run_dir / "checkpoints", count, update_based=True)
+            averaged = run_dir / "checkpoints" / f"checkpoint_average{count}.pt"
+            save_checkpoint(average_checkpoints(paths), averaged)
+            bleu, chrf = score(averaged, f"generate_{prefix}average{count}")
+            averaged.unlink()  # not a checkpoint to resume from
+            scored.append({"updates": sorted(int(p.stem.rsplit("_", 1)[1]) for p in paths), "bleu": bleu, "chrf": chrf})
+        return scored
+
     equal_time_path = run_dir / "equal_time.json"
     if stop is not None and not equal_time_path.is_file():
         against, minutes = stop
@@ -389,8 +415,11 @@ def execute(run: Run, sizes: dict[str, DemoSize], data_bin: Path, references: Se
         log = read_training_log(log_file)
         update = log.valid_loss[-1][0]  # fairseq validates and saves where it stops
         bleu, chrf = score(run_dir / "checkpoints" / "checkpoint_last.pt", f"generate_at_{update}")
-        atomic_write_text(equal_time_path, json.dumps({"against": against, "minutes": minutes, "update": update,
-                                                       "train_wall_s": log.wall_s, "bleu": bleu, "chrf": chrf}))
+        stopped = {"against": against, "minutes": minutes, "update": update, "train_wall_s": log.wall_s,
+                   "bleu": bleu, "chrf": chrf}
+        if run.size in AVERAGED:
+            stopped["averaged"] = score_averages(update, f"at_{update}_")
+        atomic_write_text(equal_time_path, json.dumps(stopped))
     run_fairseq("train", args, log_file=run_dir / "train.log")
     log = read_training_log(run_dir / "train.log")
     bleu, chrf = [], []
@@ -400,18 +429,11 @@ def execute(run: Run, sizes: dict[str, DemoSize], data_bin: Path, references: Se
         chrf.append([update, scores[1]])
     record = {**dataclasses.asdict(run), "key": run.key, "params": log.params, "valid_loss": log.valid_loss,
               "bleu": bleu, "chrf": chrf, "train_wall_s": log.wall_s, "test_sentences": len(references),
-              "cpu": " + ".join(sorted(set((run_dir / "cpus.txt").read_text(encoding="utf-8").splitlines())))}
+              "cpu": " + ".join(sorted(machines(run_dir)))}
     if equal_time_path.is_file():
         record["equal_time"] = json.loads(equal_time_path.read_text())
     if run.size in AVERAGED:
-        record["averaged"] = []
-        for count in AVERAGE_LAST:
-            paths = last_checkpoints(run_dir / "checkpoints", min(count, keep), update_based=True)
-            averaged = run_dir / "checkpoints" / f"checkpoint_average{len(paths)}.pt"
-            save_checkpoint(average_checkpoints(paths), averaged)
-            scores = score(averaged, f"generate_average{len(paths)}")
-            record["averaged"].append({"updates": sorted(int(p.stem.rsplit("_", 1)[1]) for p in paths),
-                                       "bleu": scores[0], "chrf": scores[1]})
+        record["averaged"] = score_averages(size.max_update, "")
     atomic_write_text(record_path, json.dumps(record, indent=1))
     for checkpoint in (run_dir / "checkpoints").glob("checkpoint*.pt"):
         checkpoint.unlink()  # 30-odd runs: keep the scores and logs, not the weights
@@ -431,7 +453,7 @@ def run_all(sizes: dict[str, DemoSize], data_bin: Path, references: Sequence[str
             return
         try:
             results[run.key] = execute(run, sizes, data_bin, references, work_dir,
-                                       stop=equal_time_stop(run, finals, results))
+                                       stop=equal_time_stop(run, finals, results, work_dir))
             print(f"[study] {run.key}: BLEU {results[run.key]['bleu']}", flush=True)
         except Exception as error:  # one failed run must not lose the others; the report lists it as missing
             print(f"[study] {run.key}: FAILED: {error}", flush=True)
@@ -634,7 +656,9 @@ def averaging_lines(results: dict[str, dict], groups: dict[tuple[str, str, str],
         ratios = [r / t for r, t in zip(means("resmlp", paired), means("transformer", paired))]
         lines.append(f"- resmlp / transformer, seed {' and '.join(map(str, paired))}: last {ratios[0]:.2f}x; "
                      + "; ".join(f"last {n} averaged {ratio:.2f}x" for n, ratio in zip(AVERAGE_LAST, ratios[1:])) + ".")
-    return lines
+    at_equal_time = equal_time_lines(results, [results[run.key] for (run_size, _, _), runs in groups.items()
+                                               if run_size == size for run in runs if run.key in results])
+    return lines + [f"- {line}" for line in at_equal_time]
 
 
 def final_lines(results: dict[str, dict], finals: dict[str, Run], last: int) -> list[str]:
@@ -655,14 +679,29 @@ def final_lines(results: dict[str, dict], finals: dict[str, Run], last: int) -> 
             lines.append(f"Train min on `{machine}`: " + ", ".join(
                 f"{model} {mean(m):.1f}" for model, m in minutes.items())
                 + f"; resmlp / transformer {mean(minutes['resmlp']) / mean(minutes['transformer']):.2f}x.")
-    for record in (r for records in done.values() for r in records if r.get("equal_time", {}).get("against") in results):
+    return lines + equal_time_lines(results, [r for records in done.values() for r in records])
+
+
+def equal_time_lines(results: dict[str, dict], records: Sequence[dict]) -> list[str]:
+    """Each record stopped at its pair's first run's training time, beside that run at its end: BLEU with the
+    last checkpoint (and, for averaging runs, with the last n averaged where both have a mean of n), and
+    resmlp / transformer for each."""
+    lines = []
+    for record in (r for r in records if r.get("equal_time", {}).get("against") in results):
         stopped, first = record["equal_time"], results[record["equal_time"]["against"]]
-        points = {first["model"]: (*first["bleu"][-1], first["train_wall_s"]),
-                  record["model"]: (stopped["update"], stopped["bleu"], stopped["train_wall_s"])}
+        points = {first["model"]: (first["bleu"][-1][0], first["train_wall_s"], first["bleu"][-1][1], first),
+                  record["model"]: (stopped["update"], stopped["train_wall_s"], stopped["bleu"], stopped)}
+        means = {model: {len(a["updates"]): a["bleu"] for a in scores.get("averaged", [])}
+                 for model, (*_, scores) in points.items()}
+        counts = sorted(set.intersection(*map(set, means.values())))
+        bleus = {model: [bleu, *(means[model][n] for n in counts)] for model, (_, _, bleu, _) in points.items()}
+        names = ["", *(f"last {n} averaged " for n in counts)]
         lines.append(f"At equal train time on `{record['cpu']}` (seed {record['seed']}): " + "; ".join(
-            f"{model} update {update}, {seconds / 60:.1f} min, BLEU {_fmt(bleu)}"
-            for model, (update, bleu, seconds) in points.items())
-            + f"; resmlp / transformer {points['resmlp'][1] / points['transformer'][1]:.2f}x.")
+            f"{model} update {update}, {seconds / 60:.1f} min, BLEU "
+            + ", ".join(f"{name}{_fmt(bleu)}" for name, bleu in zip(names, bleus[model]))
+            for model, (update, seconds, _, _) in points.items()) + "; resmlp / transformer "
+            + ", ".join(f"{name}{r / t:.2f}x" for name, r, t in zip(names, bleus["resmlp"], bleus["transformer"]))
+            + ".")
     return lines
 
 
