@@ -88,7 +88,7 @@ def test_an_averaging_run_is_scored_with_its_last_checkpoint_and_its_last_ones_a
     assert [a["updates"] for a in record["averaged"]] == [list(range(8, 13)), list(range(3, 13))]
     stopped = record["equal_time"]
     update = stopped["update"]
-    assert 0 < update < 12 and [a["updates"] for a in stopped["averaged"]] == [  # fewer than 5 saved: one mean
+    assert 0 < update < 12 and [a["updates"] for a in stopped["averaged"]] == [  # of the checkpoints saved by then
         list(range(max(update - n, 0) + 1, update + 1)) for n in sorted({min(n, update) for n in study.AVERAGE_LAST})]
     for averaged, prefix in [(a, "") for a in record["averaged"]] + [(a, f"at_{update}_") for a in stopped["averaged"]]:
         assert 0 <= averaged["bleu"] <= 100 and 0 <= averaged["chrf"] <= 100
