@@ -36,10 +36,12 @@ def summary_table(results: dict[str, Any]) -> Table:
     budget = ("same size and updates" if _updates(resmlp) == _updates(transformer) else
               f"same size; {_updates(transformer):,} updates in {_minutes(transformer['train_wall_s'])} min, ResMLP "
               f"{_updates(resmlp):,} in {_minutes(resmlp['train_wall_s'])}")
+    count = results["translation"]["settings"].get("average_last", 1)
+    averaged = f", mean of the last {count} checkpoints" if count > 1 else ""
     return Table(["task", "ResMLP", "baseline", "baseline model"], [
         ["Fashion-MNIST test top-1 (%)", vision["resmlp"]["final"]["val_top1"], vision["baseline"]["final"]["val_top1"],
          "ViT (attention), same recipe and epochs, lr 4e-3"],
-        ["Bible De->En test sacreBLEU", resmlp["bleu"], transformer["bleu"], f"fairseq transformer, {budget}"],
+        [f"Bible De->En test sacreBLEU{averaged}", resmlp["bleu"], transformer["bleu"], f"fairseq transformer, {budget}"],
         ["Fashion-MNIST test k-NN top-1 (%), trained without labels (DINO)", knn["DINO (teacher)"]["knn_top1"],
          knn["raw pixels"]["knn_top1"], "k-NN on the raw pixels"],
     ])
@@ -97,12 +99,16 @@ def translation_section(results: dict[str, Any], report_dir: Path) -> list:
     mt = results["translation"]
     plot = plot_demo_valid_loss(mt, report_dir / "translation_valid_loss.png")
     rows = [[name, f"{m['params'] / 1e6:.2f} M", f"`{' '.join(m.get('options', []))}`", f"{_updates(m):,}", m["bleu"],
-             m.get("test_sentences"), _minutes(m["train_wall_s"]), f"`{m['signature']}`"] for name, m in mt["models"].items()]
+             m.get("last_checkpoint", m)["bleu"], m.get("test_sentences"), _minutes(m["train_wall_s"]),
+             f"`{m['signature']}`"] for name, m in mt["models"].items()]
     updates = {_updates(m) for m in mt["models"].values()}
     budget = (f"{updates.pop():,} updates" if len(updates) == 1 else
               "the updates in the table, ResMLP's set for about the transformer's training time since its updates "
               "cost less")
     size = mt["settings"]
+    count = size.get("average_last", 1)
+    averaged = (f", translating with the mean of each model's last {count} checkpoints ({size['validate_every']} "
+                "updates apart; the next column scores its last checkpoint alone)" if count > 1 else "")
     examples = [
         Paragraph(f"Five test verses, spread evenly over {book_names(mt['settings']['test_books'])} among those of "
                   "8-25 words (chosen by position and length, not by score):"),
@@ -118,9 +124,9 @@ def translation_section(results: dict[str, Any], report_dir: Path) -> list:
                   f"{size['max_tokens']:,} tokens per batch, {budget}, Adam with inverse-sqrt "
                   f"decay after {size['warmup_updates']:,} warm-up updates unless its options say otherwise), each with "
                   "its own options (the learning rate and warm-up measured best for it), beam 4, "
-                  "scored with sacreBLEU on every test sentence."),
-        Table(["model", "params", "options", "updates", "sacreBLEU", "test sentences", "train minutes", "signature"],
-              rows),
+                  f"scored with sacreBLEU on every test sentence{averaged}."),
+        Table(["model", "params", "options", "updates", "sacreBLEU", "sacreBLEU, last checkpoint", "test sentences",
+               "train minutes", "signature"], rows),
         Image(plot.name, "Validation loss against updates"),
         *examples,
     ]

@@ -367,7 +367,7 @@ def test_real_fairseq_checkpoints_average(preset_run):
 # ---------------------------------------------------------------- the Bible demo, shrunk
 
 TINY = DemoSize(dim=16, ffn_dim=32, layers=1, heads=2, max_update=6, max_tokens=1024, vocab_size=400, lr=5e-3,
-                warmup_updates=2, validate_every=3, max_len_a=0, max_len_b=5, valid_books=(JUDE,),
+                warmup_updates=2, validate_every=3, max_len_a=0, max_len_b=5, valid_books=(JUDE,), average_last=2,
                 test_books=(JAMES, COLOSSIANS), train_books=(MARK,), updates={"resmlp": 9})
 
 
@@ -395,7 +395,16 @@ def test_demo_trains_both_models_and_scores_every_test_sentence(tiny_demo):
         assert model["test_sentences"] == 203 and model["signature"].startswith("nrefs:1|case:mixed")
         (first_update, first_loss), (last_update, last_loss) = model["valid_loss"][0], model["valid_loss"][-1]
         assert (first_update, last_update) == (3, updates) and last_loss < first_loss  # it learns
+        # scored with the mean of its last two checkpoints, and with its last alone
+        assert model["averaged_updates"] == [updates - 3, updates]
+        assert model["last_checkpoint"]["test_sentences"] == 203
     assert resmlp["arch_args"][:2] == ["--arch", "resmlp_seq2seq_tiny"]
+    assert not list(work_dir.glob("*/checkpoints/checkpoint_average*.pt"))  # never resumed from
+
+
+def test_demo_averaging_needs_the_last_update_among_the_checkpoints():
+    with pytest.raises(ValueError, match="resmlp trains 10 updates, not a multiple of validate_every=3"):
+        dataclasses.replace(TINY, updates={"resmlp": 10})
 
 
 def test_demo_rerun_reuses_finished_steps(tiny_demo):
@@ -406,7 +415,7 @@ def test_demo_rerun_reuses_finished_steps(tiny_demo):
     assert log.stat().st_mtime_ns == before
     assert again["models"]["resmlp"]["bleu"] == results["models"]["resmlp"]["bleu"]
     with pytest.raises(ValueError, match="other settings"):
-        run_demo(work_dir, dataclasses.replace(TINY, max_update=7))
+        run_demo(work_dir, dataclasses.replace(TINY, max_update=9))
 
 
 def test_fairseq_generate_with_the_plugin_translates_every_sentence(tiny_demo, tmp_path):
