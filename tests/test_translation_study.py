@@ -9,6 +9,9 @@ import re
 import shutil
 import zlib
 
+import pytest
+import torch
+
 from resmlp_suite.device_info import device_name, machine_id
 from resmlp_suite.translation import study
 from resmlp_suite.translation.demo import prepare_bible, train_args
@@ -73,6 +76,26 @@ def test_a_run_stopped_at_another_runs_time_is_scored_there_then_trained_on_as_i
     run_fairseq("train", train_args(run.model, size, data_bin, never_stopped.parent / "checkpoints", seed=run.seed),
                 log_file=never_stopped)
     assert read_training_log(never_stopped).valid_loss == [pair for pair in record["valid_loss"] if pair[0] != update]
+
+
+@pytest.mark.parametrize("stop", [("--stop-time-hours", "0.00001"), ("--max-update", "6")], ids=["time", "updates"])
+def test_a_stopped_training_resumes_to_the_weights_of_one_never_stopped_bit_for_bit(tmp_path, stop):
+    """Stopped by time (the equal-time stop) or at a checkpoint (where a killed run goes back to), then resumed:
+    fairseq reseeds every update and restores the data order and the optimiser, so on one machine the weights
+    at the end are those of a run never stopped, to the last bit; runs that differ come from elsewhere."""
+    size = dataclasses.replace(QUICK_SIZES["screen"], max_update=12, validate_every=3)
+    _, data_bin, _ = prepare_bible(tmp_path, size)
+    weights = {}
+    for name, first in (("never-stopped", None), ("stopped", stop)):
+        args = train_args("resmlp", size, data_bin, tmp_path / name / "checkpoints")
+        for extra in ([list(first)] if first else []) + [[]]:
+            run_fairseq("train", [*args, *extra], log_file=tmp_path / name / "train.log")
+        weights[name] = torch.load(tmp_path / name / "checkpoints" / "checkpoint_last.pt", weights_only=False)["model"]
+    resumed = re.findall(r"Loaded checkpoint \S+ \(epoch \d+ @ (\d+) updates\)",
+                         (tmp_path / "stopped" / "train.log").read_text(encoding="utf-8"))
+    assert len(resumed) == 1 and 0 < int(resumed[0]) < 12, resumed  # one resume, from part-way
+    assert list(weights["stopped"]) == list(weights["never-stopped"])
+    assert all(torch.equal(weights["stopped"][k], weights["never-stopped"][k]) for k in weights["stopped"])
 
 
 def test_an_averaging_run_is_scored_with_its_last_checkpoint_and_its_last_ones_averaged(tmp_path):
