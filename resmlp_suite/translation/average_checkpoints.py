@@ -72,6 +72,14 @@ def last_checkpoints(directory: Path, count: int, update_based: bool = False,
     return [path for _, path in sorted(found, reverse=True)[:count]]
 
 
+def checkpoint_update(path: Path) -> int:
+    """The update a ``checkpoint_E_U.pt`` file was saved at."""
+    match = _UPDATE_CHECKPOINT.fullmatch(Path(path).name)
+    if match is None:
+        raise ValueError(f"{path} is not an update checkpoint: expected a name like checkpoint_E_U.pt")
+    return int(match.group(1))
+
+
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     with atomic_open(Path(path), "wb") as f:
         torch.save(state, f)

@@ -31,7 +31,7 @@ from typing import Optional, Sequence
 
 from ..files import atomic_write_lines, atomic_write_text, read_lines
 from ..plotting import plot_valid_loss
-from .average_checkpoints import average_checkpoints, last_checkpoints, save_checkpoint
+from .average_checkpoints import average_checkpoints, checkpoint_update, last_checkpoints, save_checkpoint
 from .bible import ACTS, JOHN, JUDE, LUKE, MARK, MATTHEW, PHILEMON, ROMANS, book_names, build_bible_corpus
 from .bleu import sacrebleu_score
 from .cleaning import LengthFilter
@@ -93,9 +93,9 @@ class DemoSize:
 # (400 left it 0.4 bits behind at 800 updates) and LayerNorm everywhere, the screen's best on the Bible (the
 # architecture's default keeps an Affine before the output projection, 0.3 BLEU behind there, for the tests'
 # toy reversal). Equal training time, not equal hyper-parameters or counts: ResMLP's update costs about 1/1.2 of
-# the transformer's (1,400 of ResMLP took 1,054 s and 1,200 of the transformer 1,093 s in a demo run). The budget
-# fits the whole demo in about 45 minutes on the slower of the 2-core machines measured (the translation step
-# took 37.9 of its 54.7 minutes with 1,400 and 1,200 updates): ResMLP 1,000 updates, the transformer 840, each
+# the transformer's (1,400 of ResMLP took 1,054 s and 1,200 of the transformer 1,093 s in a demo run). To fit the
+# demo's time on the slower of the 2-core machines measured, where the translation step took 37.9 of 54.7 minutes
+# with 1,400 and 1,200 updates (29.2 with these): ResMLP 1,000 updates, the transformer 840, each
 # translating with the mean of its last 5 checkpoints, 40 updates apart. At this size that mean gave ResMLP +1.1
 # sacreBLEU over its last checkpoint and the transformer +0.65 (two seeds each, docs/translation_study.md), and
 # it costs only the validations at the extra saves.
@@ -199,7 +199,7 @@ def evaluate_model(name: str, size: DemoSize, data_bin: Path, work_dir: Path, re
     if not (model_dir / f"test.hyp.{TARGET}").is_file():
         save_checkpoint(average_checkpoints(paths), averaged)
     record = {**_translate_and_score(averaged, model_dir, "", size, data_bin, references),
-              "averaged_updates": sorted(int(p.stem.rsplit("_", 1)[1]) for p in paths),
+              "averaged_updates": sorted(map(checkpoint_update, paths)),
               "last_checkpoint": _translate_and_score(last, model_dir, "last", size, data_bin, references)}
     averaged.unlink(missing_ok=True)  # not a checkpoint to resume from
     return record

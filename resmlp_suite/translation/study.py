@@ -57,7 +57,7 @@ from ..cli import user_errors
 from ..device_info import device_name, machine_id
 from ..files import atomic_write_text
 from ..plotting import plot_valid_loss
-from .average_checkpoints import average_checkpoints, last_checkpoints, save_checkpoint
+from .average_checkpoints import average_checkpoints, checkpoint_update, last_checkpoints, save_checkpoint
 from .demo import QUICK, DemoSize, prepare_bible, train_args
 from .fairseq_tools import USER_DIR, run_fairseq
 from .generation import GenerationSettings, translate
@@ -403,7 +403,7 @@ def execute(run: Run, sizes: dict[str, DemoSize], data_bin: Path, references: Se
             save_checkpoint(average_checkpoints(paths), averaged)
             bleu, chrf = score(averaged, f"generate_{prefix}average{count}")
             averaged.unlink()  # not a checkpoint to resume from
-            scored.append({"updates": sorted(int(p.stem.rsplit("_", 1)[1]) for p in paths), "bleu": bleu, "chrf": chrf})
+            scored.append({"updates": sorted(map(checkpoint_update, paths)), "bleu": bleu, "chrf": chrf})
         return scored
 
     equal_time_path = run_dir / "equal_time.json"
