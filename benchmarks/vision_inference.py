@@ -3,6 +3,7 @@
     python benchmarks/vision_inference.py                          # batch 32, 224 px, all modes, CPU (CUDA if present)
     python benchmarks/vision_inference.py --modes eager-fp32 eager-bf16 --rounds 5
     python benchmarks/vision_inference.py --device cuda --batch 128 --json report/vision_inference.json
+    python benchmarks/vision_inference.py --modes eager-fp32 eager-bf16 --skip-slow-bf16   # bf16 only where native
 
 All three models hold the same weights (timm's, loaded into ours), so they compute the same function; each is
 run in every mode (eager or ``torch.compile`` with inductor freezing; fp32 or bf16 autocast). Rounds interleave
@@ -44,6 +45,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--gemm-size", type=int, default=None, help="roofline GEMM size (default 2048 CPU, 8192 CUDA)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--skip-slow-bf16", action="store_true",
+                        help="drop the bf16 modes where a bf16 matmul runs slower than an fp32 one (a CPU without "
+                             "native bf16, where it is emulated: measured 500x slower on an AMD EPYC)")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     return parser.parse_args(argv)
 
@@ -97,6 +101,21 @@ def gemm_runner(dtype: torch.dtype, size: int, device: torch.device) -> Callable
     return lambda: torch.mm(a, b)
 
 
+def slow_bf16(device: torch.device, size: int = 256) -> Optional[str]:
+    """Why bf16 is not worth measuring on ``device`` (its matmuls slower than fp32's), or None."""
+    if device.type != "cpu":
+        return None
+    speed = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        run = gemm_runner(dtype, size, device)
+        run()
+        speed[dtype] = 2 * size**3 / time_calls(run, 3, device) / 1e9
+    if speed[torch.bfloat16] >= speed[torch.float32]:
+        return None
+    return (f"a {size}^3 bf16 matmul runs at {speed[torch.bfloat16]:.1f} GFLOP/s against {speed[torch.float32]:.1f} "
+            "in fp32: this CPU has no native bf16")
+
+
 def warm_up(models: dict[str, dict[str, torch.nn.Module]], modes: Sequence[str], x: torch.Tensor) -> tuple[dict, dict]:
     """One runner per "model mode", run twice (compiling in the compile modes), logits checked against the
     first model's fp32 eager logits."""
@@ -136,7 +155,10 @@ def print_table(report: dict) -> None:
     roofline = report["roofline_gflop_per_s"]
     print(f"\nResMLP-S12 inference, batch {report['batch']}, 224 px, {report['device']} ({report['threads']} threads), "
           f"{report['rounds']} rounds x {report['iters']} passes, {report['gmacs_per_image']:.2f} GMACs/img")
-    print(f"GEMM roofline ({report['gemm_size']}^3): fp32 {roofline['fp32']:.1f} GFLOP/s, bf16 {roofline['bf16']:.1f} GFLOP/s\n")
+    print(f"GEMM roofline ({report['gemm_size']}^3): " + ", ".join(f"{d} {v:.1f} GFLOP/s" for d, v in roofline.items()))
+    if report["skipped"]:
+        print(f"not measured: {' '.join(report['skipped']['modes'])} ({report['skipped']['reason']})")
+    print()
     print("| model | mode | img/s (best) | img/s (median) | GFLOP/s | % of GEMM roofline | vs timm same mode |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in report["results"]:
@@ -156,11 +178,21 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     gemm_size = args.gemm_size or (8192 if device.type == "cuda" else 2048)
     gmacs = count_complexity("resmlp_s12").gmacs
     x = torch.randn(args.batch, 3, 224, 224, device=device)
+    modes, skipped = list(args.modes), None
+    reason = slow_bf16(device) if args.skip_slow_bf16 and any(m.endswith("bf16") for m in modes) else None
+    if reason is not None:
+        skipped = {"modes": [m for m in modes if m.endswith("bf16")], "reason": reason}
+        modes = [m for m in modes if not m.endswith("bf16")]
+        print(f"[skip] {' '.join(skipped['modes'])}: {reason}", flush=True)
+        if not modes:
+            raise SystemExit("vision_inference.py: --skip-slow-bf16 left no mode to measure; add an fp32 one to --modes")
 
     # Inference compiles treat weights as constants: pre-packed GEMMs, fused epilogues (GELU, bias).
     torch._inductor.config.freezing = True
-    runners, setup = warm_up(build_models(args.models, device), args.modes, x)
-    gemms = {"fp32": gemm_runner(torch.float32, gemm_size, device), "bf16": gemm_runner(torch.bfloat16, gemm_size, device)}
+    runners, setup = warm_up(build_models(args.models, device), modes, x)
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    gemms = {d: gemm_runner(dtype, gemm_size, device) for d, dtype in dtypes.items()
+             if any(mode.endswith(d) for mode in modes)}
     for run in gemms.values():
         run()
     jobs = {**{key: (run, args.iters) for key, run in runners.items()}, **{f"gemm {d}": (run, 3) for d, run in gemms.items()}}
@@ -193,6 +225,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         "gmacs_per_image": gmacs,
         "gemm_size": gemm_size,
         "roofline_gflop_per_s": roofline,
+        "skipped": skipped,
         "results": results,
     }
     print_table(report)

@@ -162,12 +162,13 @@ def vision_benchmark_section(results: dict[str, Any], report_dir: Path) -> list:
         speeds.setdefault(r["model"], {})[r["mode"]] = r["img_per_s"]
     plot = plot_grouped_bars(speeds, report_dir / "vision_inference.png", "images / s",
                              f"ResMLP-S12 inference, batch {bench['batch']}, {bench['device']}", COLORS)
-    roof = bench["roofline_gflop_per_s"]
+    roof = ", ".join(f"{dtype} {value:.0f} GFLOP/s" for dtype, value in bench["roofline_gflop_per_s"].items())
+    skipped = bench.get("skipped")
+    skipped = f" Not measured: {', '.join(skipped['modes'])}, since {skipped['reason']}." if skipped else ""
     return [
         Heading("Inference speed: ResMLP-S12 (`python benchmarks/vision_inference.py`)"),
-        Paragraph(f"{bench['device_name']}, {bench['threads']} threads; GEMM roofline fp32 {roof['fp32']:.0f} GFLOP/s, "
-                  f"bf16 {roof['bf16']:.0f} GFLOP/s. Ratios are against timm's `resmlp_12_224` in the same mode, "
-                  "measured interleaved in the same process."),
+        Paragraph(f"{bench['device_name']}, {bench['threads']} threads; GEMM roofline {roof}. Ratios are against "
+                  f"timm's `resmlp_12_224` in the same mode, measured interleaved in the same process.{skipped}"),
         Table(["model", "mode", "images/s", "% of GEMM roofline", "vs timm"], rows),
         Image(plot.name, "Images per second by model and mode"),
     ]

@@ -55,6 +55,15 @@ def test_report_numbers_come_from_the_run(quick_demo: tuple[Path, Path]) -> None
         assert model["signature"].replace("|", "\\|") in markdown  # a table cell: its pipes escaped
     speed = json.loads((work / "translation_speed.raw.json").read_text())
     assert f"{speed['ratios']['train']:.2f}x" in markdown and f"{speed['ratios']['generate_flops']:.2f}x" in markdown
+    # bf16 is measured only where it is native (--skip-slow-bf16): each mode asked for is measured or named as skipped
+    bench = json.loads((work / "vision_inference.raw.json").read_text())
+    measured, skipped = {r["mode"] for r in bench["results"]}, set(bench["skipped"]["modes"] if bench["skipped"] else ())
+    assert measured | skipped == {"eager-fp32", "eager-bf16"} and not measured & skipped
+    assert set(bench["roofline_gflop_per_s"]) == {mode.split("-")[1] for mode in measured}
+    for dtype, value in bench["roofline_gflop_per_s"].items():
+        assert f"{dtype} {value:.0f} GFLOP/s" in markdown
+    assert ("Not measured: " in markdown) == bool(skipped)
+    assert not skipped or f"Not measured: {', '.join(bench['skipped']['modes'])}, since" in markdown
     # five test verses side by side, each model's line being its translation of that verse
     references = (work / "translation" / "corpus" / "test.en").read_text().splitlines()
     assert len(translation["examples"]) == 5
