@@ -34,7 +34,7 @@ from resmlp_suite.translation.bible import (
 )
 from resmlp_suite.translation.bleu import compound_split, compound_split_bleu, sacrebleu_score
 from resmlp_suite.translation.build import build_from_flags, synthetic_dictionary
-from resmlp_suite.translation.demo import FULL, MODELS, QUICK, DemoSize, model_args, run_demo
+from resmlp_suite.translation.demo import FULL, MODELS, QUICK, DemoSize, model_args, run_demo, main as demo_main
 from resmlp_suite.translation.fairseq_tools import USER_DIR
 from resmlp_suite.files import read_lines
 from resmlp_suite.translation.generation import IncompleteGenerationError, hypotheses_in_order, read_hypotheses
@@ -405,6 +405,13 @@ def test_demo_trains_both_models_and_scores_every_test_sentence(tiny_demo):
 def test_demo_averaging_needs_the_last_update_among_the_checkpoints():
     with pytest.raises(ValueError, match="resmlp trains 10 updates, not a multiple of validate_every=3"):
         dataclasses.replace(TINY, updates={"resmlp": 10})
+
+
+def test_demo_command_line_refuses_a_vocabulary_too_small(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        demo_main(["--vocab-size", "50", "--work-dir", str(tmp_path)])
+    assert "--vocab-size 50: expected at least 100 pieces" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # refused before anything was built
 
 
 def test_demo_rerun_reuses_finished_steps(tiny_demo):

@@ -7,9 +7,10 @@ batch and optimiser for about the same training time, translates all of Acts wit
 model with the mean of its last 5 checkpoints, and with its last alone) and scores both with
 sacreBLEU. Writes ``results.json`` and ``valid_loss.png`` in the work directory::
 
-    python translation/bible_demo.py                       # ~29 min on 2 CPU cores
+    python translation/bible_demo.py                       # 29-43 min on 2 CPU cores (Intel Xeon, AMD EPYC)
     python translation/bible_demo.py --quick               # a few minutes, smaller everything
     python -m resmlp_suite.translation.demo --work-dir runs/my_demo --max-update 3000  # both, same count
+    python -m resmlp_suite.translation.demo --work-dir runs/vocab4k --vocab-size 4000  # another vocabulary
 
 Re-running reuses every finished step (corpus, vocabulary, data-bin, trained models,
 translations); an interrupted training resumes from its ``checkpoint_last.pt``.
@@ -296,8 +297,15 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                         help="train both models for this many updates (the full demo gives ResMLP more of them, "
                              "for an equal training time); a multiple of the validation interval (40 in the full "
                              "demo), whose checkpoints are averaged")
+    parser.add_argument("--vocab-size", type=int, default=None,
+                        help="joint sentencepiece vocabulary (default 8000; 1000 with --quick)")
     args = parser.parse_args(argv)
     size = QUICK if args.quick else FULL
+    if args.vocab_size is not None:
+        if args.vocab_size < 100:
+            parser.error(f"--vocab-size {args.vocab_size}: expected at least 100 pieces (each of the Bible's 83 "
+                         "characters is a piece of its own, with sentencepiece's full character coverage)")
+        size = dataclasses.replace(size, vocab_size=args.vocab_size)
     if args.max_update is not None:
         try:
             size = dataclasses.replace(size, max_update=args.max_update, updates={})
