@@ -164,11 +164,11 @@ def vision_benchmark_section(results: dict[str, Any], report_dir: Path) -> list:
                              f"ResMLP-S12 inference, batch {bench['batch']}, {bench['device']}", COLORS)
     roof = ", ".join(f"{dtype} {value:.0f} GFLOP/s" for dtype, value in bench["roofline_gflop_per_s"].items())
     skipped = bench.get("skipped")
-    skipped = f" Not measured: {', '.join(skipped['modes'])}, since {skipped['reason']}." if skipped else ""
+    not_measured = f" Not measured: {', '.join(skipped['modes'])}, since {skipped['reason']}." if skipped else ""
     return [
         Heading("Inference speed: ResMLP-S12 (`python benchmarks/vision_inference.py`)"),
         Paragraph(f"{bench['device_name']}, {bench['threads']} threads; GEMM roofline {roof}. Ratios are against "
-                  f"timm's `resmlp_12_224` in the same mode, measured interleaved in the same process.{skipped}"),
+                  f"timm's `resmlp_12_224` in the same mode, measured interleaved in the same process.{not_measured}"),
         Table(["model", "mode", "images/s", "% of GEMM roofline", "vs timm"], rows),
         Image(plot.name, "Images per second by model and mode"),
     ]
